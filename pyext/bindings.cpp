@@ -1,0 +1,21 @@
+// The only PYBIND11_MODULE. Each op lives in pyext/<op>.cpp and exposes bind_<op>(m); add one line per op below.
+#include <torch/extension.h>
+
+void bind_soft_threshold(pybind11::module_& m);
+// [ops: declarations]
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "lowrankedit compiled kernels (CPU and, when built with it, CUDA)";
+#ifdef WITH_CUDA
+  m.attr("cuda_compiled") = true;
+#else
+  m.attr("cuda_compiled") = false;
+#endif
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+  bind_soft_threshold(m);
+  // [ops: bindings]
+}

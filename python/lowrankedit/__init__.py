@@ -1,0 +1,39 @@
+"""lowrankedit: local image editing with pretrained GANs (LowRankGAN, ReSeFa, LELSD, PandA) on C++/CUDA kernels."""
+import torch
+
+from ._ext import _C, build_info
+from . import ops, reference, models, metrics
+from .region import Region
+from .directions import Directions, edit
+from .gram import Gram
+# [methods: imports]
+
+__version__ = build_info().get("version", "0.1.0")
+
+
+def info():
+    """What this installation can do.
+
+    Returns
+    -------
+    dict
+        ``version``, ``torch`` (installed now), ``cuda_compiled`` (the CUDA kernels are in the built extension),
+        ``cuda_available`` (and a GPU is usable now), ``openmp``, ``ops`` (compiled op names), ``backends`` and
+        ``built_with`` (the build record: torch, CUDA and nvcc versions, architectures).
+    """
+    built = build_info()
+    ops_compiled = sorted(n for n in dir(_C) if not n.startswith("_") and callable(getattr(_C, n)))
+    cuda_compiled = bool(_C.cuda_compiled)
+    return {
+        "version": __version__,
+        "torch": torch.__version__,
+        "cuda_compiled": cuda_compiled,
+        "cuda_available": cuda_compiled and torch.cuda.is_available(),
+        "openmp": bool(_C.openmp),
+        "ops": ops_compiled,
+        "backends": ["cpu", "cuda"] if cuda_compiled else ["cpu"],
+        "built_with": built,
+    }
+
+
+__all__ = ["info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram"]

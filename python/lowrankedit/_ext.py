@@ -1,0 +1,32 @@
+"""Loads the compiled extension, with an error that says what it was built against and what is installed now."""
+import json
+import os
+
+import torch
+
+_BUILD_INFO_PATH = os.path.join(os.path.dirname(__file__), "_build_info.json")
+
+
+def build_info():
+    """The record setup.py wrote after the last successful build (``{}`` when there is none)."""
+    try:
+        with open(_BUILD_INFO_PATH) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+try:
+    from . import _C  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    built = build_info()
+    if built:
+        was = f"torch {built.get('torch')} (CUDA {built.get('torch_cuda')}, CUDA kernels: {built.get('cuda_compiled')})"
+    else:
+        was = "an unknown torch (no build record: the extension has probably never been built)"
+    raise ImportError(
+        f"lowrankedit._C failed to load: {exc}\n"
+        f"  it was built for {was};\n"
+        f"  installed now: torch {torch.__version__} (CUDA {torch.version.cuda}).\n"
+        f"  Rebuild with `bash scripts/setup.sh` from the repository root."
+    ) from exc

@@ -1,0 +1,67 @@
+"""The generator protocol (see CONTRACT.md) and the checks the methods run on a generator they are given."""
+import hashlib
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything with these members is a generator.
+
+    ``latent_shape``: shape of one latent code; ``sample_latents(n, seed=0)``: ``(n, *latent_shape)``;
+    ``synthesize(latents)``: images ``(n, 3, H, W)`` in [-1, 1]; ``layers``: feature layer names, shallow to deep;
+    ``features(latents, layer)``: ``(n, C, h, w)``; ``synthesize_from(features, layer, latents)``: images.
+    """
+
+    latent_shape: Sequence[int]
+    layers: Sequence[str]
+
+    def sample_latents(self, n, seed=0): ...
+
+    def synthesize(self, latents): ...
+
+    def features(self, latents, layer): ...
+
+    def synthesize_from(self, features, layer, latents): ...
+
+
+def check_generator(G, needs=("latent_shape", "synthesize"), who="lowrankedit"):
+    """Raise a ``TypeError`` naming the missing members when ``G`` lacks what a method needs."""
+    missing = [m for m in needs if not hasattr(G, m)]
+    if missing:
+        raise TypeError(f"{who}: expected a generator with {', '.join(needs)}; {type(G).__name__} lacks {', '.join(missing)}")
+
+
+def check_layer(G, layer, who="lowrankedit"):
+    """Raise a ``ValueError`` listing the generator's layers when ``layer`` is not one of them."""
+    layers = list(getattr(G, "layers", []))
+    if layer not in layers:
+        raise ValueError(f"{who}: the generator has no layer {layer!r}; its layers are {layers}")
+
+
+def check_latents(G, latents, who="lowrankedit", name="latents"):
+    """Check a batch ``(n, *latent_shape)``: tensor, floating, finite. Returns it."""
+    shape = tuple(G.latent_shape)
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"{who}: expected {name} to be a torch.Tensor, got {type(latents).__name__}")
+    if tuple(latents.shape[1:]) != shape or latents.dim() != len(shape) + 1:
+        raise ValueError(f"{who}: expected {name} of shape (n, {', '.join(map(str, shape))}), got {tuple(latents.shape)}")
+    if not latents.is_floating_point():
+        raise TypeError(f"{who}: expected {name} to be floating point, got {latents.dtype}")
+    if not torch.isfinite(latents).all():
+        raise ValueError(f"{who}: {name} contains NaN or Inf")
+    return latents
+
+
+def fingerprint(G):
+    """A short, stable identifier of a generator: its class, latent shape and (for modules) a hash of its weights."""
+    h = hashlib.sha1()
+    h.update(type(G).__name__.encode())
+    h.update(str(tuple(getattr(G, "latent_shape", ()))).encode())
+    if isinstance(G, torch.nn.Module):
+        for name, t in sorted(G.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()[:4096])
+    name = getattr(G, "name", type(G).__name__)
+    return f"{name}:{h.hexdigest()[:12]}"

@@ -1,0 +1,11 @@
+"""Low-level ops, batched over leading dimensions; each accepts CPU and CUDA tensors.
+
+Every op has a plain-PyTorch float64 reference in :mod:`lowrankedit.reference` that the tests compare against.
+"""
+from .soft_threshold import soft_threshold
+# [ops: imports]
+
+__all__ = [
+    "soft_threshold",
+    # [ops: names]
+]

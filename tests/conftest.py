@@ -1,0 +1,34 @@
+"""Shared fixtures. The package is imported from this checkout's python/ folder, so every worktree tests itself."""
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+
+import lowrankedit  # noqa: E402
+
+CUDA_OK = lowrankedit.info()["cuda_available"]
+
+# Parametrize over devices: CUDA cases are always collected and shown as skipped when no GPU is usable.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_OK, reason="CUDA kernels need a visible GPU")),
+]
+
+
+@pytest.fixture(scope="session")
+def dcgan():
+    return lowrankedit.models.dcgan_digiface()
+
+
+@pytest.fixture(scope="session")
+def mouth():
+    return lowrankedit.models.dcgan_mouth_region()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
