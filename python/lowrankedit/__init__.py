@@ -36,4 +36,7 @@ def info():
     }
 
 
-__all__ = ["info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram"]
+__all__ = [
+    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    # [methods: names]
+]
