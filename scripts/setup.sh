@@ -31,7 +31,8 @@ export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0+PTX}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 echo "[setup] building lowrankedit._C (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
 "$VPY" setup.py -q build_ext --inplace
-if ! "$VPY" -c "import lowrankedit" 2>/dev/null; then
-  "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
-fi
+# Editable install: a .pth file puts this checkout's python/ on the venv's path, so edits take effect at once and
+# the extension built in place above is the one imported (pip install -e would compile every kernel a second time).
+SITE=$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "$ROOT/python" > "$SITE/lowrankedit-editable.pth"
 "$VPY" -c "import lowrankedit, json; print('[setup] ready:', json.dumps(lowrankedit.info()))"
