@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# README demo command: set up (idempotent), then write the demo pictures to out/.
+# README demo command: set up (idempotent), then write the demo pictures to out/:
+#   dcgan_samples_region.png (samples + the mouth region) and one picture per method (scripts/demo_<method>.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python scripts/demo.py "$@"
+.venv/bin/python scripts/demo.py
+for demo in scripts/demo_*.py; do
+  [ -e "$demo" ] || continue
+  echo "[demo] $demo"
+  .venv/bin/python "$demo"
+done
+ls -l out/*.png
