@@ -82,6 +82,9 @@ def end_to_end(layer="block3", ranks=(64, 8), iters=1000, n_samples=1024, batch_
 
 
 def main():
+    # One thread: this machine's 2 cores are shared by several jobs, and oversubscribed OpenMP threads make every
+    # timing (ours and the baseline alike) noisy and up to 10x slower.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = []
     for name, make in CASES.items():
