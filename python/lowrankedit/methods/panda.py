@@ -215,7 +215,10 @@ class PartsAppearances:
         ``kind="part"`` (default): part ``k`` of each sample's refined parts (Eq. 6, ``refine=True``; ``iters``
         steps) or of the global parts (``refine=False``, the same map for every sample), divided by its maximum per
         sample. ``kind="appearance"``: the paper's saliency of appearance ``k`` (section 4.1.2),
-        ``m_ik = a_k^T Z_i``, min-max scaled per sample."""
+        ``m_ik = a_k^T Z_i``, min-max scaled per sample.
+
+        Computed without gradients (a mask, not a loss). Cost at DCGAN block3, 4 samples, one CPU thread: about
+        65 ms with refinement (30 line-searched steps for all samples at once), 2 ms without."""
         Z, A, P = self._unfold(features, "PartsAppearances.saliency")
         N, (_, h, w) = Z.shape[0], self.feature_shape
         with torch.no_grad():
