@@ -60,3 +60,60 @@ def jacobian_gram(G, latent, region, size=None, fuse_channels=True):
         bg += (J * (1 - m)[:, None]).T @ J / n_bg
     k = lat.shape[0]
     return Gram(fg / k, bg / k, n_fg, n_bg, latent_shape, {"method": "reference.jacobian_gram"})
+
+
+def panda_loss(Z, A, P):
+    """PandA's loss ``sum_i ||Z_i - A A^T Z_i P P^T||_F^2`` (paper Eq. 3), formed directly, in float64."""
+    Z, A, P = Z.double(), A.double(), P.double()
+    R = Z - A @ (A.T @ Z @ P) @ P.T
+    return (R * R).sum()
+
+
+def panda_grad(Z, A, P, dtype=torch.float64, loss=True):
+    """``(grad_A, grad_P, loss)`` by the official code's chains (``model.py``, ``decompose``), evaluated left to
+    right exactly as written there (so they form ``(N, S, S)`` and ``(N, C, C)`` products) and summed over the batch.
+
+    ``dtype`` is float64 for the tests; the benchmark passes the features' own dtype to time the official chain as
+    it runs (``loss=False``: the two gradient chains only, the loss returned as ``None``).
+    ``Z (N, C, S)``, ``A (C, Rc)`` (``Uc``), ``P (S, Rs)`` (``Us``).
+    """
+    z, Uc, Us = Z.to(dtype), A.to(dtype), P.to(dtype)
+    zt = torch.transpose(z, 1, 2)
+    Us_g = -4 * (zt @ Uc @ Uc.T @ z @ Us) + \
+        2 * (Us @ Us.T @ zt @ Uc @ Uc.T @ Uc @ Uc.T @ z @ Us + zt @ Uc @ Uc.T @ Uc @ Uc.T @ z @ Us @ Us.T @ Us)
+    Us_g = torch.sum(Us_g, 0)
+    Uc_g = -4 * (z @ Us @ Us.T @ zt @ Uc) + \
+        2 * (Uc @ Uc.T @ z @ Us @ Us.T @ Us @ Us.T @ zt @ Uc + z @ Us @ Us.T @ Us @ Us.T @ zt @ Uc @ Uc.T @ Uc)
+    Uc_g = torch.sum(Uc_g, 0)
+    if not loss:
+        return Uc_g, Us_g, None
+    R = z - Uc @ Uc.T @ z @ Us @ Us.T
+    return Uc_g, Us_g, (R * R).sum()
+
+
+def panda_step(Z, A, P, lr_parts, lr_appearances=None, line_search=False, max_backtracks=40):
+    """One iteration of Algorithm 1 in float64 with the official chains: ``P' = max(0, P - lr grad_P(A, P))``, then
+    ``A' = A - lr grad_A(A, P')``; with ``line_search``, each block's step is halved from the given size until
+    ``L(new) <= L(old) + 1e-4 <grad, new - old>`` (a block with no such step within ``max_backtracks`` halvings is
+    left unchanged, step 0). Returns ``(A', P', loss, new_loss, lr_parts_used, lr_appearances_used)``."""
+    Z, A, P = Z.double(), A.double(), P.double()
+    lr_appearances = lr_parts if lr_appearances is None else lr_appearances
+    loss0 = panda_loss(Z, A, P)
+    _, gP, _ = panda_grad(Z, A, P)
+    P1, used_P, lr = P, 0.0, float(lr_parts)
+    for _ in range(max_backtracks + 1):
+        Pt = torch.clamp(P - lr * gP, min=0)
+        if not line_search or panda_loss(Z, A, Pt) <= loss0 + 1e-4 * (gP * (Pt - P)).sum():
+            P1, used_P = Pt, lr
+            break
+        lr *= 0.5
+    loss1 = panda_loss(Z, A, P1)
+    gA, _, _ = panda_grad(Z, A, P1)
+    A1, used_A, lr = A, 0.0, float(lr_appearances)
+    for _ in range(max_backtracks + 1):
+        At = A - lr * gA
+        if not line_search or panda_loss(Z, At, P1) <= loss1 + 1e-4 * (gA * (At - A)).sum():
+            A1, used_A = At, lr
+            break
+        lr *= 0.5
+    return A1, P1, loss0, panda_loss(Z, A1, P1), used_P, used_A

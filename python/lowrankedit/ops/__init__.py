@@ -3,9 +3,12 @@
 Every op has a plain-PyTorch float64 reference in :mod:`lowrankedit.reference` that the tests compare against.
 """
 from .soft_threshold import soft_threshold
+from .panda_grad import panda_grad, panda_step
 # [ops: imports]
 
 __all__ = [
     "soft_threshold",
+    "panda_grad",
+    "panda_step",
     # [ops: names]
 ]
