@@ -6,6 +6,8 @@ from . import ops, reference, models, metrics
 from .region import Region
 from .directions import Directions, edit
 from .gram import Gram
+from .methods.lelsd import lelsd, localization_score
+from . import segmenters
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -38,5 +40,8 @@ def info():
 
 __all__ = [
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "lelsd",
+    "localization_score",
+    "segmenters",
     # [methods: names]
 ]
