@@ -181,9 +181,9 @@ def _features_one_pass(G, latents, feature_layers):
     return None
 
 
-def _forward(G, latents, feature_layers, need_image):
+def _forward(G, latents, feature_layers, need_image, one_pass=True):
     """Features at ``feature_layers`` (ordered shallow to deep) and, if asked, the image from the deepest of them."""
-    feats = _features_one_pass(G, latents, feature_layers) if len(feature_layers) > 1 else None
+    feats = _features_one_pass(G, latents, feature_layers) if one_pass and len(feature_layers) > 1 else None
     if feats is None:
         feats = {layer: G.features(latents, layer) for layer in feature_layers}
     image = None
@@ -458,21 +458,8 @@ def lelsd(G, segmenter, *, num_directions=1, layers=None, layer_weights=None, st
         alpha = _sample_alpha(a_lo, a_hi, gen)
         coefs = _relaxed_one_hot(num_directions, temperature, gen).to(device=device, dtype=dtype)
 
-        with torch.no_grad():
-            f0, x0 = _forward(G, z, feat_layers, True)
-        f0[IMAGE] = x0
-        direction = (coefs.view(-1, *([1] * len(shape))) * u).sum(0)
-        f1, x1 = _forward(G, z + alpha * direction, feat_layers, True)
-        f1[IMAGE] = x1
-        m = combine_masks(_segment(segmenter, x0, f0, "lelsd"), _segment(segmenter, x1, f1, "lelsd"), mask_combine)
-        if not (m.flatten(1).sum(1) > 0).any():
-            raise ValueError(f"lelsd: the segmenter's masks are empty for every sample of the batch at step {step} "
-                             "(nothing to localize the edit in); check the segmenter, its part or its threshold")
-        score = feature_localization_score({l: f0[l] for l in layers}, {l: f1[l] for l in layers}, m,
-                                           weights=weights).mean()
-        loss = -score
-        if num_directions > 1 and corr_weight > 0:
-            loss = loss + corr_weight * correlation_penalty(u)
+        loss, score = _step_loss(G, segmenter, u, z, alpha, coefs, layers, weights, feat_layers, mask_combine,
+                                 corr_weight, step=step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -508,6 +495,32 @@ def lelsd(G, segmenter, *, num_directions=1, layers=None, layer_weights=None, st
         "seconds_per_step": seconds_per_step,
     }
     return Directions(vectors[order_idx.to(vectors.device)], img_scores[order_idx].to(torch.float32), meta)
+
+
+def _step_loss(G, segmenter, u, z, alpha, coefs, layers, weights, feat_layers, mask_combine, corr_weight, *,
+               step=0, one_pass=True):
+    """The loss of one LELSD step and its localization term: ``(-score + corr_weight * penalty, score)``.
+
+    ``u (K, *latent_shape)`` the directions (requires grad), ``z (B, *latent_shape)`` the batch, ``coefs (K,)`` the
+    mixture; ``one_pass=False`` computes every layer with ``G.features`` (the protocol's way, for the benchmark).
+    """
+    shape = tuple(G.latent_shape)
+    with torch.no_grad():
+        f0, x0 = _forward(G, z, feat_layers, True, one_pass)
+    f0[IMAGE] = x0
+    direction = (coefs.view(-1, *([1] * len(shape))) * u).sum(0)
+    f1, x1 = _forward(G, z + alpha * direction, feat_layers, True, one_pass)
+    f1[IMAGE] = x1
+    m = combine_masks(_segment(segmenter, x0, f0, "lelsd"), _segment(segmenter, x1, f1, "lelsd"), mask_combine)
+    if not (m.flatten(1).sum(1) > 0).any():
+        raise ValueError(f"lelsd: the segmenter's masks are empty for every sample of the batch at step {step} "
+                         "(nothing to localize the edit in); check the segmenter, its part or its threshold")
+    score = feature_localization_score({l: f0[l] for l in layers}, {l: f1[l] for l in layers}, m,
+                                       weights=weights).mean()
+    loss = -score
+    if u.shape[0] > 1 and corr_weight > 0:
+        loss = loss + corr_weight * correlation_penalty(u)
+    return loss, score
 
 
 def _train_seed(seed, step):
