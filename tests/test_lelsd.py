@@ -4,7 +4,7 @@ import torch
 
 import lowrankedit
 from lowrankedit.methods.lelsd import (combine_masks, correlation_penalty, feature_localization_score,
-                                       held_out_scores, _relaxed_one_hot, _sample_alpha)
+                                       held_out_scores, learning_rate, _relaxed_one_hot, _sample_alpha)
 from lowrankedit.segmenters import StaticRegion
 
 # Settings of the acceptance runs (tuned on the DCGAN mouth box; see bench/results/lelsd.md).
@@ -153,6 +153,14 @@ def test_alpha_and_mixture_sampling():
     assert torch.allclose(c.sum(1), torch.ones(300, dtype=torch.float64))
     assert (c.max(1).values > 0.99).double().mean() > 0.95  # near one-hot (two close Gumbel draws may share)
     assert ((c.argmax(1)[:, None] == torch.arange(3)).double().mean(0) > 0.2).all()  # every direction drawn
+
+
+def test_learning_rate_halved_four_times():
+    got = [learning_rate(1e-3, i, 100) for i in range(100)]
+    want = [1e-3 * 0.5 ** (i // 20) for i in range(100)]
+    assert got == pytest.approx(want, rel=1e-15)
+    assert len(set(got)) == 5 and min(got) == pytest.approx(1e-3 / 16)
+    assert learning_rate(1e-3, 3, 4) == 1e-3  # too few steps to halve
 
 
 # ---------------------------------------------------------------------------------------------------------------
