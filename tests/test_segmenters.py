@@ -140,7 +140,7 @@ def test_lelsd_with_panda_parts_stand_in(dcgan):
     """LELSD computes the PandA layer for the segmenter (not a localization layer here) and localizes in the part."""
     parts = StandInParts("block3")
     seg = PandaParts(parts, 3)
-    d = lowrankedit.lelsd(dcgan, seg, layers=("block4", "image"), steps=25, batch_size=4, lr=5e-2, seed=0,
+    d = lowrankedit.lelsd(dcgan, seg, layers=("block4", "image"), steps=30, batch_size=4, lr=5e-2, seed=0,
                           progress=False, eval_samples=4)
     assert parts.calls and all(shape[1:] == (128, 16, 16) for shape, _ in parts.calls)
     assert {k for _, k in parts.calls} == {3}
@@ -150,7 +150,7 @@ def test_lelsd_with_panda_parts_stand_in(dcgan):
     found = held_out_scores(dcgan, seg, d.vectors, z, alphas=(-3.0, 3.0))[0].item()
     rand = held_out_scores(dcgan, seg, r / r.norm(dim=1, keepdim=True), z, alphas=(-3.0, 3.0))[0].mean().item()
     print(f"stand-in PandA part 3: held-out score found {found:.3f}, random {rand:.3f}")
-    assert found >= 1.5 * rand and found >= rand + 0.1
+    assert found >= 1.8 * rand
 
 
 # ---------------------------------------------------------------------------------------------------------------
