@@ -7,6 +7,8 @@ from .region import Region
 from .directions import Directions, edit
 from .gram import Gram
 from .methods.panda import panda, PartsAppearances
+from .methods.lelsd import lelsd, localization_score
+from . import segmenters
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -41,5 +43,8 @@ __all__ = [
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
     "panda",
     "PartsAppearances",
+    "lelsd",
+    "localization_score",
+    "segmenters",
     # [methods: names]
 ]
