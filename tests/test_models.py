@@ -109,3 +109,11 @@ def test_fingerprint_depends_on_weights(dcgan):
     other = le.models.DCGAN()
     assert fp == le.models.fingerprint(dcgan)
     assert fp != le.models.fingerprint(other)
+
+
+def test_features_many_equals_features(dcgan):
+    z = dcgan.sample_latents(3, seed=5)
+    many = dcgan.features_many(z, ["block3", "block1"])
+    assert set(many) == {"block1", "block3"}
+    for layer, f in many.items():
+        torch.testing.assert_close(f, dcgan.features(z, layer), rtol=0, atol=0)

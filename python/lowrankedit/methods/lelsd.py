@@ -176,20 +176,11 @@ def _features_one_pass(G, latents, feature_layers):
 
     A generator may offer ``features_many(latents, layers) -> dict`` for this. The protocol's ``features(latents,
     layer)`` reruns the shallower layers for every layer asked, which costs LELSD about twice the work per step on
-    the DCGAN; our DCGAN (a ``Sequential`` with known block ends) is run block by block here instead.
+    the DCGAN, whose ``features_many`` runs the blocks once.
     """
     many = getattr(G, "features_many", None)
     if callable(many):
         return many(latents, list(feature_layers))
-    from ..models.dcgan import DCGAN
-
-    if isinstance(G, DCGAN):
-        feats, x, start = {}, G._z(latents), 0
-        for layer in feature_layers:  # shallow to deep
-            end = G._ends[layer]
-            x = G.main[start:end](x)
-            feats[layer], start = x, end
-        return feats
     return None
 
 

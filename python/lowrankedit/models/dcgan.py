@@ -64,6 +64,16 @@ class DCGAN(nn.Module):
         check_layer(self, layer, "DCGAN.features")
         return self.main[: self._ends[layer]](self._z(latents))
 
+    def features_many(self, latents, layers):
+        """Features at several layers from one run of the blocks: ``{layer: (n, C, h, w)}``."""
+        for layer in layers:
+            check_layer(self, layer, "DCGAN.features_many")
+        x, out, start = self._z(latents), {}, 0
+        for layer in sorted(set(layers), key=self.layers.index):
+            x = self.main[start:self._ends[layer]](x)
+            out[layer], start = x, self._ends[layer]
+        return out
+
     def synthesize_from(self, features, layer, latents=None):
         """Run the rest of the generator from ``features`` at ``layer`` (``latents`` unused: DCGAN has no skips)."""
         check_layer(self, layer, "DCGAN.synthesize_from")
