@@ -3,9 +3,12 @@
 Every op has a plain-PyTorch float64 reference in :mod:`lowrankedit.reference` that the tests compare against.
 """
 from .soft_threshold import soft_threshold
+from .generalized_eigh import generalized_eigh, generalized_eigh_woodbury
 # [ops: imports]
 
 __all__ = [
     "soft_threshold",
+    "generalized_eigh",
+    "generalized_eigh_woodbury",
     # [ops: names]
 ]
