@@ -19,10 +19,10 @@ from lowrankedit import viz  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n-gram", type=int, default=3, help="faces whose Grams are averaged")
+    ap.add_argument("--n-gram", type=int, default=2, help="faces whose Grams are averaged")
     ap.add_argument("--n-show", type=int, default=3, help="new faces to edit")
     ap.add_argument("--k", type=int, default=3, help="directions to show")
-    ap.add_argument("--alpha", type=float, default=8.0, help="largest |alpha|")
+    ap.add_argument("--alpha", type=float, default=6.0, help="largest |alpha|")
     ap.add_argument("--tau", type=float, default=1e-3)
     ap.add_argument("--out", default="out")
     args = ap.parse_args()
