@@ -3,6 +3,7 @@
 
 void bind_soft_threshold(pybind11::module_& m);
 void bind_panda_grad(pybind11::module_& m);
+void bind_generalized_eigh(pybind11::module_& m);
 // [ops: declarations]
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -19,5 +20,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   bind_soft_threshold(m);
   bind_panda_grad(m);
+  bind_generalized_eigh(m);
   // [ops: bindings]
 }

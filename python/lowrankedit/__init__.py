@@ -9,6 +9,7 @@ from .gram import Gram
 from .methods.panda import panda, PartsAppearances
 from .methods.lelsd import lelsd, localization_score
 from . import segmenters
+from .methods.resefa import resefa, resefa_from_factors
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -46,5 +47,6 @@ __all__ = [
     "lelsd",
     "localization_score",
     "segmenters",
+    "resefa", "resefa_from_factors",
     # [methods: names]
 ]

@@ -117,3 +117,38 @@ def panda_step(Z, A, P, lr_parts, lr_appearances=None, line_search=False, max_ba
             break
         lr *= 0.5
     return A1, P1, loss0, panda_loss(Z, A1, P1), used_P, used_A
+def generalized_eigh(A, B, tau=1e-3, normalize="unit"):
+    """Eigenpairs of ``A x = lambda (B + tau tr(B) I) x`` in float64, the obvious way: ``B' = sym(B) + tau tr(B) I``,
+    ``L = cholesky(B')``, ``Li = inv(L)``, ``eigh(Li sym(A) Li^T)``, ``x = Li^T y``; largest first; columns of unit
+    norm (``normalize="unit"``) or ``X^T B' X = I`` (``"B"``), each column's largest-magnitude entry positive.
+    ``A``, ``B``: ``(..., D, D)`` -> ``(eigenvalues (..., D), eigenvectors (..., D, D))``."""
+    A, B = A.double(), B.double()
+    A, B = (A + A.mT) / 2, (B + B.mT) / 2
+    eye = torch.eye(A.shape[-1], dtype=torch.float64, device=A.device)
+    Bp = B + float(tau) * B.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * eye
+    Li = torch.linalg.inv(torch.linalg.cholesky(Bp))
+    w, Y = torch.linalg.eigh(Li @ A @ Li.mT)
+    X = (Li.mT @ Y).flip(-1)
+    w = w.flip(-1)
+    idx = X.abs().argmax(dim=-2, keepdim=True)
+    X = X * torch.where(X.gather(-2, idx) < 0, -1.0, 1.0).double()
+    if normalize == "unit":
+        X = X / X.norm(dim=-2, keepdim=True)
+    return w, X
+
+
+def resefa_official(fg, bg, tau=0.0):
+    """ReSeFa's official route (``compute_direction.py``): ``M_back += tau tr(M_back) I`` (only with ``--full_rank``,
+    so ``tau = 0`` by default), then the general ``np.linalg.eig(inv(M_back) @ M_fore)``, real parts, sorted by
+    descending real eigenvalue; returns ``(eigenvalues (D,), eigenvectors (D, D) unit-norm columns)`` as NumPy
+    float64 arrays."""
+    import numpy as np
+
+    fg = np.asarray(fg.detach().cpu().double().numpy())
+    bg = np.asarray(bg.detach().cpu().double().numpy())
+    if tau:
+        bg = bg + tau * np.trace(bg) * np.eye(bg.shape[0])
+    w, V = np.linalg.eig(np.linalg.inv(bg) @ fg)
+    w, V = w.real, V.real
+    order = np.argsort(-w)
+    return w[order], V[:, order]

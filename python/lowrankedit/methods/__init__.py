@@ -1,1 +1,2 @@
-"""Editing methods that find latent directions (LowRankGAN, ReSeFa, LELSD, PandA); each module exports one entry point."""
+"""Editing methods (LowRankGAN, ReSeFa, LELSD, PandA), one module each; each returns ``Directions`` unless its
+docstring says otherwise. The package-level names are registered in ``lowrankedit/__init__.py``."""

@@ -4,11 +4,14 @@ Every op has a plain-PyTorch float64 reference in :mod:`lowrankedit.reference` t
 """
 from .soft_threshold import soft_threshold
 from .panda_grad import panda_grad, panda_step
+from .generalized_eigh import generalized_eigh, generalized_eigh_woodbury
 # [ops: imports]
 
 __all__ = [
     "soft_threshold",
     "panda_grad",
     "panda_step",
+    "generalized_eigh",
+    "generalized_eigh_woodbury",
     # [ops: names]
 ]
