@@ -2,6 +2,8 @@
 #include <torch/extension.h>
 
 void bind_soft_threshold(pybind11::module_& m);
+void bind_singular_value_threshold(pybind11::module_& m);
+void bind_rpca_step(pybind11::module_& m);
 // [ops: declarations]
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -17,5 +19,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("openmp") = false;
 #endif
   bind_soft_threshold(m);
+  bind_singular_value_threshold(m);
+  bind_rpca_step(m);
   // [ops: bindings]
 }

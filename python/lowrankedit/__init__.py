@@ -6,6 +6,7 @@ from . import ops, reference, models, metrics
 from .region import Region
 from .directions import Directions, edit
 from .gram import Gram
+from .methods.lowrankgan import lowrankgan
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -38,5 +39,6 @@ def info():
 
 __all__ = [
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "lowrankgan",
     # [methods: names]
 ]

@@ -3,9 +3,13 @@
 Every op has a plain-PyTorch float64 reference in :mod:`lowrankedit.reference` that the tests compare against.
 """
 from .soft_threshold import soft_threshold
+from .singular_value_threshold import singular_value_threshold
+from .rpca import rpca
 # [ops: imports]
 
 __all__ = [
     "soft_threshold",
+    "singular_value_threshold",
+    "rpca",
     # [ops: names]
 ]

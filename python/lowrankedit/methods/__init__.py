@@ -1,0 +1,1 @@
+"""Direction-finding methods, one module per paper (lowrankgan, resefa, lelsd, panda)."""
