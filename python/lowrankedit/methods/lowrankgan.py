@@ -53,9 +53,9 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     --------
     >>> import torch, lowrankedit as le
     >>> g = torch.Generator().manual_seed(0)
-    >>> Jf, Jb = torch.randn(40, 2, 8, dtype=torch.float64, generator=g)
+    >>> Jf, Jb = torch.randn(2, 40, 8, dtype=torch.float64, generator=g)
     >>> Jb[:, :3] = 0  # the background does not depend on latent entries 0..2
-    >>> dirs = le.lowrankgan(le.Gram(Jf.T @ Jf / 40, Jb.T @ Jb / 40, 40, 40), lamb=0.1)
+    >>> dirs = le.lowrankgan(le.Gram(Jf.T @ Jf / 40, Jb.T @ Jb / 40, 40, 40), lamb=1.0)
     >>> bool(dirs.vectors[:, 3:].abs().max() < 1e-6)
     True
     """
