@@ -86,8 +86,8 @@ def test_bench_synthetic_ours(benchmark, n):
 # ---------------------------------------------------------------- the script
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5, help="timing repeats of our runs (the median is reported)")
-    ap.add_argument("--ref-cap-2048", type=int, default=20,
+    ap.add_argument("--repeat", type=int, default=3, help="timing repeats of our runs (the median is reported)")
+    ap.add_argument("--ref-cap-2048", type=int, default=3,
                     help="iterations of the NumPy reference run at n=2048 (its total is extrapolated)")
     ap.add_argument("--quick", action="store_true", help="skip n=2048")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "rpca.md"))
@@ -98,29 +98,27 @@ def main():
 
     # ---- DCGAN mouth-region Grams (n = 100), both in one batched call
     gram = dcgan_gram()
-    M = torch.stack([gram.fg, gram.bg])
-    (ref_out, ref_t) = timed(lambda: [reference.rpca_official(m, 1 / 60) for m in (gram.fg, gram.bg)], 1)
-    ref_iters = [r[2] for r in ref_out]
-    (off, off_t) = timed(lambda: rpca(M, 1 / 60, method="official"), 1)
-    (ial, ial_t) = timed(lambda: rpca(M, 1 / 60), args.repeat)
-    # agreement: official == reference iterate for iterate; default -> same top direction
-    assert off[2]["iterations"].tolist() == ref_iters, (off[2]["iterations"], ref_iters)
-    for b in range(2):
-        assert rel(off[0][b], ref_out[b][0]) < 1e-9
-    assert bool(ial[2]["converged"].all())
-    ref_dirs = reference.lowrankgan_official(gram)
-    ours = le.lowrankgan(gram)
+    (ref_dirs, ref_t) = timed(lambda: reference.lowrankgan_official(gram), 1)
+    ref_iters = list(ref_dirs["iterations"])
+    (off, off_t) = timed(lambda: le.lowrankgan(gram, method="official"), 1)
+    (ours, ial_t) = timed(lambda: le.lowrankgan(gram), args.repeat)
+    # agreement: the official route == the NumPy reference iterate for iterate (same counts, same directions)
+    assert off.meta["rpca"]["iterations"] == ref_iters, (off.meta["rpca"]["iterations"], ref_iters)
+    assert float((off.vectors @ ref_dirs["directions"].T).diagonal().abs().min()) > 1 - 1e-8
+    assert all(ours.meta["rpca"]["converged"])
     cos = float((ours.vectors[0] @ ref_dirs["directions"][0]).abs())
-    print(f"DCGAN: |cos(top direction, reference official)| = {cos:.5f}; "
-          f"rel. L difference IALM vs official: fg {rel(ial[0][0], off[0][0]):.3f}, bg {rel(ial[0][1], off[0][1]):.3f}")
+    cos_p = float((ours.meta["principal"][0] @ ref_dirs["principal"][0]).abs())
+    print(f"DCGAN: ranks ours (f, b) = {ours.meta['rank_f']}, {ours.meta['rank_b']}; reference "
+          f"{ref_dirs['rank_f']}, {ref_dirs['rank_b']}; |cos| principal {cos_p:.5f}, projected {cos:.5f}")
+    ial_iters = ours.meta["rpca"]["iterations"]
     tr = ref_t[0]
-    rows.append(f"| DCGAN mouth fg+bg (n=100) | NumPy official (full SVD/iter) | {ref_iters[0]} + {ref_iters[1]} | "
+    rows.append(f"| DCGAN mouth fg+bg (n=100), lowrankgan() | NumPy official (full SVD/iter) | {ref_iters[0]} + {ref_iters[1]} | "
                 f"{tr:.2f} | 1x |")
-    rows.append(f"| DCGAN mouth fg+bg (n=100) | ours official (eigh + fused step, batched) | "
-                f"{' + '.join(map(str, off[2]['iterations'].tolist()))} | {off_t[0]:.2f} | {tr / off_t[0]:.1f}x |")
+    rows.append(f"| DCGAN mouth fg+bg (n=100), lowrankgan() | ours official (eigh + fused step, batched) | "
+                f"{' + '.join(map(str, off.meta['rpca']['iterations']))} | {off_t[0]:.2f} | {tr / off_t[0]:.1f}x |")
     med = statistics.median(ial_t)
-    rows.append(f"| DCGAN mouth fg+bg (n=100) | **ours default (IALM, batched)** | "
-                f"{' + '.join(map(str, ial[2]['iterations'].tolist()))} | {med:.3f} (min {min(ial_t):.3f}) | "
+    rows.append(f"| DCGAN mouth fg+bg (n=100), lowrankgan() | **ours default (IALM, batched)** | "
+                f"{' + '.join(map(str, ial_iters))} | {med:.3f} (min {min(ial_t):.3f}) | "
                 f"**{tr / med:.0f}x** |")
 
     # ---- synthetic low-rank + sparse Grams
@@ -143,16 +141,17 @@ def main():
             assert rel(o[0], Lr) < 1e-4, rel(o[0], Lr)
             ref_total, note = t_ref, ""
             it_full = it_r
+            it_512 = it_r
         else:
-            # the official iteration count at this size comes from our exact copy of it (same iterates)
-            (oo, oo_t) = timed(lambda: rpca(Mn, lamb, method="official"), 1)
-            it_full = int(oo[2]["iterations"])
+            # Not run to the end (hours here): per-iteration time times the iteration count it took at n=512,
+            # an estimate (the count at n=2048 is not measured).
             per_it = t_ref / it_r
+            it_full = it_512
             ref_total = per_it * it_full
-            note = f" (extrapolated: {it_r} iterations measured, {per_it:.2f} s each)"
-            rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | ours official | {it_full} | {oo_t[0]:.1f} | "
-                        f"{ref_total / oo_t[0]:.1f}x |")
-        rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | NumPy official (full SVD/iter) | {it_full} | "
+            note = (f" (extrapolated: {it_r} iterations measured, {per_it:.1f} s each, times the {it_512} "
+                    f"iterations of n=512)")
+        rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | NumPy official (full SVD/iter) | "
+                    f"{it_full if cap is None else f'>= {it_full} (est.)'} | "
                     f"{ref_total:.1f}{note} | 1x |")
         rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | **ours default (IALM)** | "
                     f"{int(o[2]['iterations'])} | {med:.3f} (min {min(o_t):.3f}) | **{ref_total / med:.0f}x** |")
@@ -163,8 +162,10 @@ def main():
              "run). lamb = 1/60 on the DCGAN Grams (LowRankGAN's), 1/sqrt(n) on the synthetic ones. Ratios are "
              "NumPy-reference time / our time. The IALM rows stop on primal AND dual residual <= 1e-7 (certified); "
              "the official rows stop on the primal residual only, as the official code.\n"
-             f"DCGAN: |cos| between the top projected directions of ours (IALM) and the reference official route: "
-             f"{cos:.5f}.\n")
+             f"DCGAN: ranks (rank_f, rank_b) ours {ours.meta['rank_f']}, {ours.meta['rank_b']}, reference official "
+             f"{ref_dirs['rank_f']}, {ref_dirs['rank_b']}; |cos| of the region's principal directions {cos_p:.5f}, "
+             f"of the top projected directions {cos:.5f} (the certified optimum of the background problem is "
+             "L_b = 0, the official rule stops at a rank-1 L_b, so the null spaces differ).\n")
     print(table + notes)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     tmp = args.out + ".tmp"
