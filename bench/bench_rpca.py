@@ -138,8 +138,9 @@ def main():
         assert err < 1e-3
         med = statistics.median(o_t)
         if cap is None:
-            assert rel(o[0], Lr) < 1e-4, rel(o[0], Lr)
-            ref_total, note = t_ref, ""
+            # no assertion against the official result: its primal-only rule may stop far from the optimum
+            print(f"n={n}: official (NumPy) rel. error to L0 = {rel(Lr, L0):.2e} after {it_r} iterations")
+            ref_total, note = t_ref, f" (stops at rel. error {rel(Lr, L0):.2f} to the planted L0)"
             it_full = it_r
             it_512 = it_r
         else:
@@ -154,7 +155,8 @@ def main():
                     f"{it_full if cap is None else f'>= {it_full} (est.)'} | "
                     f"{ref_total:.1f}{note} | 1x |")
         rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | **ours default (IALM)** | "
-                    f"{int(o[2]['iterations'])} | {med:.3f} (min {min(o_t):.3f}) | **{ref_total / med:.0f}x** |")
+                    f"{int(o[2]['iterations'])} | {med:.3f} (min {min(o_t):.3f}; rel. error to L0 {err:.1e}) | "
+                    f"**{ref_total / med:.0f}x** |")
 
     table = header + "\n" + "\n".join(rows)
     notes = (f"\n\nCPU, float64, torch {torch.__version__}, {torch.get_num_threads()} threads, on a 2-core machine "
