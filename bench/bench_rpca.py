@@ -88,12 +88,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats of our runs (the median is reported)")
     ap.add_argument("--ref-cap-2048", type=int, default=3,
-                    help="iterations of the NumPy reference run at n=2048 (its total is extrapolated)")
+                    help="iteration cap of the NumPy reference run at n=2048")
     ap.add_argument("--quick", action="store_true", help="skip n=2048")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "rpca.md"))
     args = ap.parse_args()
     rows = []
-    header = ("| problem | solver | iterations | time (s) | ratio vs NumPy official |\n"
+    header = ("| problem | solver | iterations | time (s) | speed-up vs NumPy official |\n"
               "|---|---|---|---|---|")
 
     # ---- DCGAN mouth-region Grams (n = 100), both in one batched call
@@ -121,49 +121,42 @@ def main():
                 f"{' + '.join(map(str, ial_iters))} | {med:.3f} (min {min(ial_t):.3f}) | "
                 f"**{tr / med:.0f}x** |")
 
-    # ---- synthetic low-rank + sparse Grams
+    # ---- synthetic low-rank + sparse Grams. The official fixed mu = n^2 / (4 ||M||_1) (induced norm) grows with n:
+    # the SVT threshold 1/mu is then tiny, L + S = M holds after a few iterations and the primal-only rule stops at
+    # a point that is not a solution. So besides total time we give the time per iteration (full SVD vs ours).
     sizes = [512] if args.quick else [512, 2048]
     for n in sizes:
         Mn, L0 = planted(n, rank=10, seed=1)
         lamb = 1 / n ** 0.5
-        cap = None if n <= 512 else args.ref_cap_2048
+        cap = 10000 if n <= 512 else args.ref_cap_2048
         t0 = time.perf_counter()
-        Lr, _, it_r = reference.rpca_official(Mn, lamb, max_iter=cap or 10000)
+        Lr, _, it_r = reference.rpca_official(Mn, lamb, max_iter=cap)
         t_ref = time.perf_counter() - t0
         rep = args.repeat if n <= 512 else 1
         (o, o_t) = timed(lambda: rpca(Mn, lamb), rep)
         assert bool(o[2]["converged"]), o[2]
-        err = rel(o[0], L0)
-        print(f"n={n}: IALM rel. error to the planted L0 = {err:.2e}")
+        err, err_ref = rel(o[0], L0), rel(Lr, L0)
+        print(f"n={n}: IALM rel. error to the planted L0 = {err:.2e}; official (NumPy) {err_ref:.2e} after {it_r} "
+              f"iterations")
         assert err < 1e-3
         med = statistics.median(o_t)
-        if cap is None:
-            # no assertion against the official result: its primal-only rule may stop far from the optimum
-            print(f"n={n}: official (NumPy) rel. error to L0 = {rel(Lr, L0):.2e} after {it_r} iterations")
-            ref_total, note = t_ref, f" (stops at rel. error {rel(Lr, L0):.2f} to the planted L0)"
-            it_full = it_r
-            it_512 = it_r
-        else:
-            # Not run to the end (hours here): per-iteration time times the iteration count it took at n=512,
-            # an estimate (the count at n=2048 is not measured).
-            per_it = t_ref / it_r
-            it_full = it_512
-            ref_total = per_it * it_full
-            note = (f" (extrapolated: {it_r} iterations measured, {per_it:.1f} s each, times the {it_512} "
-                    f"iterations of n=512)")
-        rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | NumPy official (full SVD/iter) | "
-                    f"{it_full if cap is None else f'>= {it_full} (est.)'} | "
-                    f"{ref_total:.1f}{note} | 1x |")
-        rows.append(f"| synthetic n={n}, rank 10 + 5% sparse | **ours default (IALM)** | "
-                    f"{int(o[2]['iterations'])} | {med:.3f} (min {min(o_t):.3f}; rel. error to L0 {err:.1e}) | "
-                    f"**{ref_total / med:.0f}x** |")
+        it_o = int(o[2]["iterations"])
+        per_ref, per_o = t_ref / it_r, med / it_o
+        prob = f"synthetic n={n}, rank 10 + 5% sparse, lamb 1/sqrt(n)"
+        rows.append(f"| {prob} | NumPy official (full SVD/iter) | {it_r} (stops; rel. error to L0 {err_ref:.2f}) | "
+                    f"{t_ref:.2f} ({per_ref * 1e3:.0f} ms/iter) | 1x total, 1x per iteration |")
+        rows.append(f"| {prob} | **ours default (IALM, certified)** | {it_o} (rel. error to L0 {err:.1e}) | "
+                    f"{med:.2f} ({per_o * 1e3:.0f} ms/iter; min {min(o_t):.2f}) | {t_ref / med:.2f}x total, "
+                    f"**{per_ref / per_o:.1f}x per iteration** |")
 
     table = header + "\n" + "\n".join(rows)
     notes = (f"\n\nCPU, float64, torch {torch.__version__}, {torch.get_num_threads()} threads, on a 2-core machine "
              "shared with other jobs (timings are noisy; ours is the median of the repeats, the NumPy reference one "
              "run). lamb = 1/60 on the DCGAN Grams (LowRankGAN's), 1/sqrt(n) on the synthetic ones. Ratios are "
              "NumPy-reference time / our time. The IALM rows stop on primal AND dual residual <= 1e-7 (certified); "
-             "the official rows stop on the primal residual only, as the official code.\n"
+             "the official rows stop on the primal residual only, as the official code. On the synthetic problems the "
+             "official rule stops after a few iterations at a non-solution (its fixed mu grows with n), so only the "
+             "per-iteration ratio compares like with like there.\n"
              f"DCGAN: ranks (rank_f, rank_b) ours {ours.meta['rank_f']}, {ours.meta['rank_b']}, reference official "
              f"{ref_dirs['rank_f']}, {ref_dirs['rank_b']}; |cos| of the region's principal directions {cos_p:.5f}, "
              f"of the top projected directions {cos:.5f} (the certified optimum of the background problem is "
