@@ -4,6 +4,8 @@
 void bind_soft_threshold(pybind11::module_& m);
 void bind_panda_grad(pybind11::module_& m);
 void bind_generalized_eigh(pybind11::module_& m);
+void bind_singular_value_threshold(pybind11::module_& m);
+void bind_rpca_step(pybind11::module_& m);
 // [ops: declarations]
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -21,5 +23,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_soft_threshold(m);
   bind_panda_grad(m);
   bind_generalized_eigh(m);
+  bind_singular_value_threshold(m);
+  bind_rpca_step(m);
   // [ops: bindings]
 }

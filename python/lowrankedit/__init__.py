@@ -10,6 +10,7 @@ from .methods.panda import panda, PartsAppearances
 from .methods.lelsd import lelsd, localization_score
 from . import segmenters
 from .methods.resefa import resefa, resefa_from_factors
+from .methods.lowrankgan import lowrankgan
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -48,5 +49,6 @@ __all__ = [
     "localization_score",
     "segmenters",
     "resefa", "resefa_from_factors",
+    "lowrankgan",
     # [methods: names]
 ]

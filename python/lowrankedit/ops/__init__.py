@@ -5,6 +5,8 @@ Every op has a plain-PyTorch float64 reference in :mod:`lowrankedit.reference` t
 from .soft_threshold import soft_threshold
 from .panda_grad import panda_grad, panda_step
 from .generalized_eigh import generalized_eigh, generalized_eigh_woodbury
+from .singular_value_threshold import singular_value_threshold
+from .rpca import rpca
 # [ops: imports]
 
 __all__ = [
@@ -13,5 +15,7 @@ __all__ = [
     "panda_step",
     "generalized_eigh",
     "generalized_eigh_woodbury",
+    "singular_value_threshold",
+    "rpca",
     # [ops: names]
 ]

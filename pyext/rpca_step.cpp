@@ -1,0 +1,49 @@
+// Public entry of rpca_step (the fused elementwise half of a robust-PCA iteration): validate, dispatch by device.
+// S, Y and A are updated in place, so they must already be contiguous (the rpca driver allocates them so).
+#include <torch/extension.h>
+
+#include "common/checks.h"
+#include "rpca_step.h"
+
+at::Tensor rpca_step(const at::Tensor& M, const at::Tensor& L, at::Tensor S, at::Tensor Y, at::Tensor A,
+                     const at::Tensor& mu, const at::Tensor& lamb, const at::Tensor& mu_next,
+                     const at::Tensor& active) {
+  constexpr const char* op = "rpca_step";
+  TORCH_CHECK(M.defined() && (M.scalar_type() == at::kFloat || M.scalar_type() == at::kDouble), op,
+              ": expected M to be a float32 or float64 tensor");
+  lowrankedit::check_dim(op, "M", M, 2, "(B, N)");
+  lowrankedit::check_backend(op, M);
+  const int64_t B = M.size(0);
+  const std::pair<const char*, const at::Tensor*> mats[] = {{"L", &L}, {"S", &S}, {"Y", &Y}, {"A", &A}};
+  for (const auto& [name, t] : mats) {
+    TORCH_CHECK(t->defined() && t->sizes() == M.sizes(), op, ": expected ", name, " of shape ", M.sizes(),
+                ", got ", t->defined() ? t->sizes() : at::IntArrayRef{});
+    lowrankedit::check_same_dtype(op, "M", M, name, *t);
+    lowrankedit::check_same_device(op, "M", M, name, *t);
+    TORCH_CHECK(t->is_contiguous(), op, ": expected ", name, " to be contiguous");
+  }
+  TORCH_CHECK(M.is_contiguous(), op, ": expected M to be contiguous");
+  const std::pair<const char*, const at::Tensor*> scal[] = {{"mu", &mu}, {"lamb", &lamb}, {"mu_next", &mu_next}};
+  for (const auto& [name, t] : scal) {
+    TORCH_CHECK(t->defined() && t->scalar_type() == at::kDouble && t->dim() == 1 && t->size(0) == B &&
+                    t->is_contiguous(),
+                op, ": expected ", name, " to be a contiguous float64 tensor of shape (", B, ")");
+    lowrankedit::check_same_device(op, "M", M, name, *t);
+  }
+  TORCH_CHECK(active.defined() && active.scalar_type() == at::kBool && active.dim() == 1 && active.size(0) == B &&
+                  active.is_contiguous(),
+              op, ": expected active to be a contiguous bool tensor of shape (", B, ")");
+  lowrankedit::check_same_device(op, "M", M, "active", active);
+#ifdef WITH_CUDA
+  if (M.is_cuda()) return rpca_step_cuda(M, L, S, Y, A, mu, lamb, mu_next, active);
+#endif
+  return rpca_step_cpu(M, L, S, Y, A, mu, lamb, mu_next, active);
+}
+
+void bind_rpca_step(pybind11::module_& m) {
+  m.def("rpca_step", &rpca_step,
+        "One fused pass: S = shrink(M - L - Y/mu, lamb/mu); Y += mu (L + S - M); A = M - S - Y/mu_next; "
+        "returns (B, 2) float64 (||L + S - M||^2, ||S_new - S_old||^2); S, Y, A (B, N) updated in place",
+        pybind11::arg("M"), pybind11::arg("L"), pybind11::arg("S"), pybind11::arg("Y"), pybind11::arg("A"),
+        pybind11::arg("mu"), pybind11::arg("lamb"), pybind11::arg("mu_next"), pybind11::arg("active"));
+}

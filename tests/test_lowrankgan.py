@@ -1,0 +1,108 @@
+"""lowrankgan: null-space projection on synthetic Grams with a known answer, the official route vs the NumPy
+reference on the real DCGAN (mouth box), the default (IALM) route vs the official one, errors."""
+import pytest
+import torch
+
+import lowrankedit as le
+from lowrankedit import reference
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """LAPACK calls on small matrices: one thread avoids oversubscription on the shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_gram(D=12, seed=0, dead=(0, 1, 2), rows=50):
+    """Background Jacobian independent of latent entries ``dead``: its null space contains them."""
+    g = torch.Generator().manual_seed(seed)
+    Jf = torch.randn(rows, 3, D, dtype=torch.float64, generator=g)[:, 0]
+    Jf = Jf[:, :] @ torch.diag(torch.linspace(3, 1, D, dtype=torch.float64))
+    Jb = torch.randn(rows, D, dtype=torch.float64, generator=g)
+    Jb[:, list(dead)] = 0
+    return le.Gram(Jf.T @ Jf / rows, Jb.T @ Jb / rows, rows, rows, (D,), {"method": "synthetic"})
+
+
+def test_synthetic_null_space_projection():
+    gram = synthetic_gram()
+    dirs = le.lowrankgan(gram, lamb=1.0)
+    meta = dirs.meta
+    assert meta["method"] == "lowrankgan" and meta["rank_b"] == 9 and meta["null_dim"] == 3
+    assert len(dirs) == meta["rank_f"] >= 1
+    assert torch.allclose(dirs.vectors.norm(dim=1), torch.ones(len(dirs), dtype=torch.float64), atol=1e-12)
+    # the projections live in span(e0, e1, e2), where the background Gram vanishes
+    assert float(dirs.vectors[:, 3:].abs().max()) <= 1e-8
+    assert float((dirs.vectors @ gram.bg @ dirs.vectors.T).abs().max()) <= 1e-8
+    # each is the normalized projection of its principal direction
+    P = meta["principal"]
+    proj = P[:, :3] / P[:, :3].norm(dim=1, keepdim=True)
+    assert torch.allclose(dirs.vectors[:, :3], proj, atol=1e-8)
+    # scores are the singular values of L_f, best first
+    assert bool((dirs.scores[:-1] >= dirs.scores[1:]).all()) and bool((dirs.scores > 0).all())
+
+
+def test_relax_widens_the_null_space():
+    gram = synthetic_gram()
+    d0, d2 = le.lowrankgan(gram, lamb=1.0), le.lowrankgan(gram, lamb=1.0, relax=2)
+    assert d2.meta["null_dim"] == d0.meta["null_dim"] + 2
+    assert float(d2.vectors[:, 3:].abs().max()) > 1e-3  # no longer confined to the exact null space
+
+
+def test_save_load_roundtrip(tmp_path):
+    dirs = le.lowrankgan(synthetic_gram(), lamb=1.0)
+    dirs.save(tmp_path / "d.pt")
+    back = le.Directions.load(tmp_path / "d.pt")
+    assert torch.equal(back.vectors, dirs.vectors) and back.meta["rank_f"] == dirs.meta["rank_f"]
+
+
+def test_errors():
+    gram = synthetic_gram()
+    with pytest.raises(ValueError, match=r"lowrankgan: expected relax to be an int in \[0, 11\], got -1"):
+        le.lowrankgan(gram, relax=-1)
+    with pytest.raises(ValueError, match=r"lowrankgan: expected relax to be an int in \[0, 11\], got 12"):
+        le.lowrankgan(gram, relax=12)
+    with pytest.raises(ValueError, match=r"lowrankgan: expected lamb > 0, got 0"):
+        le.lowrankgan(gram, lamb=0)
+    with pytest.raises(ValueError, match=r"lowrankgan: expected method in"):
+        le.lowrankgan(gram, method="svd")
+    with pytest.raises(TypeError, match=r"lowrankgan: expected a lowrankedit.Gram, got Tensor"):
+        le.lowrankgan(gram.fg)
+
+
+# ---------------------------------------------------------------- the real DCGAN, mouth box
+# The official route is checked against the NumPy reference iterate for iterate in test_rpca.py (small problems)
+# and on these very Grams in bench/bench_rpca.py (identical iteration counts, L to 1e-9); here ours stands in for it.
+@pytest.fixture(scope="module")
+def dcgan_case(dcgan, mouth):
+    z = dcgan.sample_latents(1, seed=0)[0]
+    gram = reference.jacobian_gram(dcgan, z, mouth)
+    return gram, le.lowrankgan(gram, method="official"), le.lowrankgan(gram)
+
+
+def test_dcgan_region_directions_agree(dcgan_case):
+    _, off, ours = dcgan_case
+    assert all(ours.meta["rpca"]["converged"]) and all(off.meta["rpca"]["converged"])
+    assert ours.meta["rank_f"] == off.meta["rank_f"] >= 1
+    assert ours.vectors.shape[1:] == (100,)
+    # the region's principal (unprojected) direction is the same
+    cos = float((ours.meta["principal"][0] @ off.meta["principal"][0]).abs())
+    assert cos >= 0.99, f"|cos| of the principal directions = {cos:.4f}"
+
+
+def test_dcgan_background_rank_differs_because_official_stops_early(dcgan_case):
+    # The certified optimum of the background problem is L_b = 0 (rank 0); the official primal-only rule stops at a
+    # rank-1 L_b. Both give k = 1, but the null spaces differ, so the projected directions differ (|cos| ~ 0.89).
+    _, off, ours = dcgan_case
+    assert ours.meta["rank_b"] == 0 and off.meta["rank_b"] == 1
+    assert float(ours.meta["rpca"]["dual_residual"][1]) <= 1e-7
+
+
+@pytest.mark.xfail(strict=True, reason="the official rule stops at a non-optimal rank-1 L_b; the certified optimum "
+                   "has L_b = 0, so the background null spaces differ (see test above)")
+def test_dcgan_top_projected_direction_agrees_with_official(dcgan_case):
+    _, off, ours = dcgan_case
+    cos = float((ours.vectors[0] @ off.vectors[0]).abs())
+    assert cos >= 0.99, f"|cos| of the top projected directions = {cos:.4f}"
