@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 void bind_soft_threshold(pybind11::module_& m);
+void bind_masked_gram(pybind11::module_& m);
 // [ops: declarations]
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -17,5 +18,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("openmp") = false;
 #endif
   bind_soft_threshold(m);
+  bind_masked_gram(m);
   // [ops: bindings]
 }

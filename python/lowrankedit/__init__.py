@@ -6,6 +6,7 @@ from . import ops, reference, models, metrics
 from .region import Region
 from .directions import Directions, edit
 from .gram import Gram
+from .jacobian_gram import jacobian_gram
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -38,5 +39,6 @@ def info():
 
 __all__ = [
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "jacobian_gram",
     # [methods: names]
 ]

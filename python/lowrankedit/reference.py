@@ -60,3 +60,14 @@ def jacobian_gram(G, latent, region, size=None, fuse_channels=True):
         bg += (J * (1 - m)[:, None]).T @ J / n_bg
     k = lat.shape[0]
     return Gram(fg / k, bg / k, n_fg, n_bg, latent_shape, {"method": "reference.jacobian_gram"})
+
+
+def masked_gram(J, w):
+    """``(J^T diag(w) J, J^T diag(1 - w) J)`` in float64; ``J (B, P, D)``, ``w (B, P)`` or ``(P,)``."""
+    J = J.double()
+    w = w.double()
+    if w.dim() == 1:
+        w = w.expand(J.shape[0], -1)
+    G_in = (J * w[..., None]).mT @ J
+    G_out = (J * (1 - w)[..., None]).mT @ J
+    return G_in, G_out

@@ -1,0 +1,151 @@
+"""jacobian_gram on the real DCGAN against the float64 reference and the reverse-mode Jacobian; modes agree."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lowrankedit
+from lowrankedit import Region, reference
+from lowrankedit.jacobian_gram import jacobian_gram
+
+TOL = 1e-4  # relative, Frobenius norm, per Gram
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def _assert_close(got, ref, tol=TOL):
+    assert _rel(got.fg, ref.fg) < tol, _rel(got.fg, ref.fg)
+    assert _rel(got.bg, ref.bg) < tol, _rel(got.bg, ref.bg)
+    assert got.n_fg == pytest.approx(ref.n_fg, rel=1e-12) and got.n_bg == pytest.approx(ref.n_bg, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def z(dcgan):
+    return dcgan.sample_latents(3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def soft():
+    # A soft elliptical mask around the mouth with weights strictly between 0 and 1 on its rim.
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    r = ((yy - 49) / 9) ** 2 + ((xx - 32) / 14) ** 2
+    return Region.from_mask((1.5 - r).clamp(0, 1), name="soft mouth")
+
+
+@pytest.fixture(scope="module")
+def ref_box(dcgan, z, mouth):
+    return reference.jacobian_gram(dcgan, z[0], mouth)
+
+
+@pytest.fixture(scope="module")
+def ref_soft_channels(dcgan, z, soft):
+    return reference.jacobian_gram(dcgan, z[1], soft, size=(32, 32), fuse_channels=False)
+
+
+def test_forward_matches_reference_box_fused(dcgan, z, mouth, ref_box):
+    g = jacobian_gram(dcgan, z[0], mouth, progress=False)
+    assert g.meta["mode"] == "forward" and g.meta["jvp"] == "forward"
+    assert g.fg.shape == (100, 100) and g.n_fg == 14 * 24 and g.n_bg == 64 * 64 - 14 * 24
+    assert torch.equal(g.fg, g.fg.mT)
+    _assert_close(g, ref_box)
+
+
+@pytest.mark.parametrize("mode", ["forward", "double_vjp", "matrix_free"])
+def test_modes_match_reference_soft_per_channel(dcgan, z, soft, ref_soft_channels, mode):
+    g = jacobian_gram(dcgan, z[1], soft, size=(32, 32), fuse_channels=False, mode=mode, chunk=40, progress=False)
+    assert g.meta["mode"] == mode and g.meta["rows"] == 3 * 32 * 32
+    assert 0 < g.n_fg < 3 * 32 * 32 and g.n_fg != round(g.n_fg)  # soft weights really are soft
+    _assert_close(g, ref_soft_channels)
+
+
+def test_matches_reverse_mode_jacobian(dcgan, z, mouth):
+    # The official route: the whole Jacobian by reverse mode (torch.autograd.functional.jacobian), then the Grams.
+    size = (16, 16)
+
+    def rows(flat):
+        return F.interpolate(dcgan.synthesize(flat[None]), size=size, mode="nearest")[0].mean(0).reshape(-1)
+
+    J = torch.autograd.functional.jacobian(rows, z[2]).double()  # (256, 100)
+    m = mouth.mask(*size, dtype=torch.float64).reshape(-1)
+    fg = (J * m[:, None]).T @ J / m.sum()
+    bg = (J * (1 - m)[:, None]).T @ J / (1 - m).sum()
+    g = jacobian_gram(dcgan, z[2], mouth, size=size, progress=False)
+    assert _rel(g.fg, fg) < TOL and _rel(g.bg, bg) < TOL
+
+
+def test_batch_is_the_average(dcgan, z, mouth):
+    size = (32, 32)
+    both = jacobian_gram(dcgan, z[:2], mouth, size=size, progress=False)
+    one = [jacobian_gram(dcgan, z[i], mouth, size=size, progress=False) for i in range(2)]
+    assert both.meta["n_images"] == 2
+    assert _rel(both.fg, (one[0].fg + one[1].fg) / 2) < 1e-6
+    assert _rel(both.bg, (one[0].bg + one[1].bg) / 2) < 1e-6
+
+
+class _NoForwardTanh(torch.autograd.Function):
+    """tanh with a hand-written backward and no forward-mode rule, like the custom ops of StyleGAN2."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class _CustomOpDCGAN:
+    def __init__(self, G):
+        self.G, self.latent_shape = G, G.latent_shape
+
+    def synthesize(self, latents):
+        x = self.G.main[:-1](latents.reshape(-1, 100, 1, 1))
+        return _NoForwardTanh.apply(x)
+
+
+def test_auto_falls_back_to_double_vjp(dcgan, z, mouth, ref_box):
+    g = jacobian_gram(_CustomOpDCGAN(dcgan), z[0], mouth, progress=False)
+    assert g.meta["mode"] == "double_vjp" and "forward mode failed" in g.meta["mode_reason"]
+    _assert_close(g, ref_box)
+    with pytest.raises(RuntimeError):
+        jacobian_gram(_CustomOpDCGAN(dcgan), z[0], mouth, mode="forward", progress=False)
+
+
+def test_auto_goes_matrix_free_over_max_memory(dcgan, z, mouth, ref_box):
+    g = jacobian_gram(dcgan, z[0], mouth, max_memory=1 << 20, chunk=50, progress=False)
+    assert g.meta["mode"] == "matrix_free" and "max_memory" in g.meta["mode_reason"]
+    _assert_close(g, ref_box)
+
+
+def test_public_name_and_save_load(dcgan, z, mouth, tmp_path):
+    assert lowrankedit.jacobian_gram is jacobian_gram
+    g = jacobian_gram(dcgan, z[0], mouth, size=16, progress=False)
+    g.save(tmp_path / "g.pt")
+    h = lowrankedit.Gram.load(tmp_path / "g.pt")
+    assert torch.equal(h.fg, g.fg) and h.meta["mode"] == "forward" and h.meta["size"] == [16, 16]
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"region": Region.from_mask(torch.zeros(64, 64))}, ValueError, "has no pixels inside"),
+        ({"region": Region.from_mask(torch.ones(64, 64))}, ValueError, "has no pixels outside"),
+        ({"latent": torch.zeros(99)}, ValueError, r"expected latent of shape \(100\) or \(n, 100\), got \(99,\)"),
+        ({"latent": torch.zeros(2, 1, 100)}, ValueError, r"expected latent of shape"),
+        ({"latent": torch.full((100,), float("nan"))}, ValueError, "latent contains NaN"),
+        ({"latent": torch.zeros(100, dtype=torch.int64)}, TypeError, "floating-point latent"),
+        ({"region": torch.ones(64, 64)}, TypeError, "expected region to be a lowrankedit.Region"),
+        ({"mode": "reverse"}, ValueError, "expected mode in"),
+        ({"chunk": 0}, ValueError, "expected chunk > 0"),
+        ({"size": (0, 4)}, ValueError, "expected a positive size"),
+        ({"max_memory": -1}, ValueError, "max_memory"),
+    ],
+)
+def test_bad_input(dcgan, mouth, kwargs, exc, match):
+    args = {"latent": torch.zeros(100), "region": mouth, **kwargs}
+    with pytest.raises(exc, match=match):
+        jacobian_gram(dcgan, args.pop("latent"), args.pop("region"), progress=False, **args)
