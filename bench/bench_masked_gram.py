@@ -48,10 +48,12 @@ def peak_bytes(fn, *args):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn(*args)
         del out
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    # Every allocation (+bytes) and free (-bytes) of the allocator, in time order.
+    events = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]"))
     level = peak = 0
-    for e in events:
-        level += e.cpu_memory_usage
+    for _, nbytes in events:
+        level += nbytes
         peak = max(peak, level)
     return peak
 

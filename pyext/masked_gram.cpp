@@ -1,4 +1,5 @@
 // Public entry of masked_gram: validate once, make contiguous, dispatch by device.
+#include <ATen/OpMathType.h>
 #include <torch/extension.h>
 
 #include "common/checks.h"

@@ -20,6 +20,33 @@ def _assert_close(got, ref, tol=TOL):
     assert got.n_fg == pytest.approx(ref.n_fg, rel=1e-12) and got.n_bg == pytest.approx(ref.n_bg, rel=1e-12)
 
 
+class _Subspace(torch.nn.Module):
+    """The real DCGAN restricted to a 12-d affine slice of its latent space, z = z0 + A u: the same network, 8x fewer
+    Jacobian columns, so the slower modes (double-VJP, matrix-free) stay cheap in the tests."""
+
+    latent_shape = (12,)
+
+    def __init__(self, G, k=12):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.G = G
+        self.register_buffer("z0", torch.randn(100, generator=g))
+        self.register_buffer("A", torch.linalg.qr(torch.randn(100, k, generator=g))[0])
+
+    def synthesize(self, u):
+        return self.G.synthesize(self.z0 + u @ self.A.mT)
+
+
+@pytest.fixture(scope="module")
+def sub(dcgan):
+    return _Subspace(dcgan)
+
+
+@pytest.fixture(scope="module")
+def u():
+    return torch.randn(12, generator=torch.Generator().manual_seed(11))
+
+
 @pytest.fixture(scope="module")
 def z(dcgan):
     return dcgan.sample_latents(3, seed=7)
@@ -39,8 +66,13 @@ def ref_box(dcgan, z, mouth):
 
 
 @pytest.fixture(scope="module")
-def ref_soft_channels(dcgan, z, soft):
-    return reference.jacobian_gram(dcgan, z[1], soft, size=(32, 32), fuse_channels=False)
+def ref_sub_soft_channels(sub, u, soft):
+    return reference.jacobian_gram(sub, u, soft, size=(32, 32), fuse_channels=False)
+
+
+@pytest.fixture(scope="module")
+def ref_sub_box(sub, u, mouth):
+    return reference.jacobian_gram(sub, u, mouth)
 
 
 def test_forward_matches_reference_box_fused(dcgan, z, mouth, ref_box):
@@ -52,32 +84,36 @@ def test_forward_matches_reference_box_fused(dcgan, z, mouth, ref_box):
 
 
 @pytest.mark.parametrize("mode", ["forward", "double_vjp", "matrix_free"])
-def test_modes_match_reference_soft_per_channel(dcgan, z, soft, ref_soft_channels, mode):
-    g = jacobian_gram(dcgan, z[1], soft, size=(32, 32), fuse_channels=False, mode=mode, chunk=40, progress=False)
-    assert g.meta["mode"] == mode and g.meta["rows"] == 3 * 32 * 32
+def test_modes_match_reference_soft_per_channel(sub, u, soft, ref_sub_soft_channels, mode):
+    g = jacobian_gram(sub, u, soft, size=(32, 32), fuse_channels=False, mode=mode, chunk=5, progress=False)
+    assert g.meta["mode"] == mode and g.meta["rows"] == 3 * 32 * 32 and g.fg.shape == (12, 12)
     assert 0 < g.n_fg < 3 * 32 * 32 and g.n_fg != round(g.n_fg)  # soft weights really are soft
-    _assert_close(g, ref_soft_channels)
+    _assert_close(g, ref_sub_soft_channels)
 
 
-def test_matches_reverse_mode_jacobian(dcgan, z, mouth):
-    # The official route: the whole Jacobian by reverse mode (torch.autograd.functional.jacobian), then the Grams.
-    size = (16, 16)
+def test_matches_reverse_mode_jacobian(dcgan, z, mouth, soft):
+    # The official route: the whole Jacobian by reverse mode (torch.autograd.functional.jacobian, one backward pass
+    # per row), then the Grams. All 100 latent entries; a small grid keeps the reverse loop short (3*8*8 rows, one
+    # Jacobian for both cases: the fused rows are the channel means of the per-channel rows).
+    size = (8, 8)
 
     def rows(flat):
-        return F.interpolate(dcgan.synthesize(flat[None]), size=size, mode="nearest")[0].mean(0).reshape(-1)
+        return F.interpolate(dcgan.synthesize(flat[None]), size=size, mode="nearest")[0].reshape(-1)
 
-    J = torch.autograd.functional.jacobian(rows, z[2]).double()  # (256, 100)
-    m = mouth.mask(*size, dtype=torch.float64).reshape(-1)
-    fg = (J * m[:, None]).T @ J / m.sum()
-    bg = (J * (1 - m)[:, None]).T @ J / (1 - m).sum()
-    g = jacobian_gram(dcgan, z[2], mouth, size=size, progress=False)
-    assert _rel(g.fg, fg) < TOL and _rel(g.bg, bg) < TOL
+    Jc = torch.autograd.functional.jacobian(rows, z[2]).double()  # (3*64, 100)
+    Jf = Jc.view(3, 64, 100).mean(0)
+    for region, fuse, J, reps in ((mouth, True, Jf, 1), (soft, False, Jc, 3)):
+        m = region.mask(*size, dtype=torch.float64).reshape(-1).repeat(reps)
+        g = jacobian_gram(dcgan, z[2], region, size=size, fuse_channels=fuse, progress=False)
+        assert 0 < g.n_fg < J.shape[0]
+        assert _rel(g.fg, (J * m[:, None]).T @ J / m.sum()) < TOL, (region, fuse)
+        assert _rel(g.bg, (J * (1 - m)[:, None]).T @ J / (1 - m).sum()) < TOL, (region, fuse)
 
 
-def test_batch_is_the_average(dcgan, z, mouth):
-    size = (32, 32)
-    both = jacobian_gram(dcgan, z[:2], mouth, size=size, progress=False)
-    one = [jacobian_gram(dcgan, z[i], mouth, size=size, progress=False) for i in range(2)]
+def test_batch_is_the_average(sub, mouth):
+    us = torch.randn(2, 12, generator=torch.Generator().manual_seed(2))
+    both = jacobian_gram(sub, us, mouth, progress=False)
+    one = [jacobian_gram(sub, us[i], mouth, progress=False) for i in range(2)]
     assert both.meta["n_images"] == 2
     assert _rel(both.fg, (one[0].fg + one[1].fg) / 2) < 1e-6
     assert _rel(both.bg, (one[0].bg + one[1].bg) / 2) < 1e-6
@@ -99,31 +135,39 @@ class _NoForwardTanh(torch.autograd.Function):
 
 
 class _CustomOpDCGAN:
-    def __init__(self, G):
-        self.G, self.latent_shape = G, G.latent_shape
+    """The subspace DCGAN with its final tanh replaced by a custom autograd function (no forward-mode rule)."""
 
-    def synthesize(self, latents):
-        x = self.G.main[:-1](latents.reshape(-1, 100, 1, 1))
+    def __init__(self, sub):
+        self.sub, self.latent_shape = sub, sub.latent_shape
+
+    def synthesize(self, u):
+        z = self.sub.z0 + u @ self.sub.A.mT
+        x = self.sub.G.main[:-1](z.reshape(-1, 100, 1, 1))
         return _NoForwardTanh.apply(x)
 
 
-def test_auto_falls_back_to_double_vjp(dcgan, z, mouth, ref_box):
-    g = jacobian_gram(_CustomOpDCGAN(dcgan), z[0], mouth, progress=False)
+def test_auto_falls_back_to_double_vjp(sub, u, mouth, ref_sub_box):
+    g = jacobian_gram(_CustomOpDCGAN(sub), u, mouth, progress=False)
     assert g.meta["mode"] == "double_vjp" and "forward mode failed" in g.meta["mode_reason"]
-    _assert_close(g, ref_box)
+    _assert_close(g, ref_sub_box)
     with pytest.raises(RuntimeError):
-        jacobian_gram(_CustomOpDCGAN(dcgan), z[0], mouth, mode="forward", progress=False)
+        jacobian_gram(_CustomOpDCGAN(sub), u, mouth, mode="forward", progress=False)
+    # Matrix-free with forward mode unavailable: J e_k from two VJPs, then J^T (w * J e_k).
+    g = jacobian_gram(_CustomOpDCGAN(sub), u, mouth, max_memory=1 << 10, chunk=7, progress=False)
+    assert g.meta["mode"] == "matrix_free" and g.meta["jvp"] == "double_vjp"
+    _assert_close(g, ref_sub_box)
 
 
-def test_auto_goes_matrix_free_over_max_memory(dcgan, z, mouth, ref_box):
-    g = jacobian_gram(dcgan, z[0], mouth, max_memory=1 << 20, chunk=50, progress=False)
+def test_auto_goes_matrix_free_over_max_memory(sub, u, mouth, ref_sub_box):
+    g = jacobian_gram(sub, u, mouth, max_memory=1 << 10, chunk=5, progress=False)
     assert g.meta["mode"] == "matrix_free" and "max_memory" in g.meta["mode_reason"]
-    _assert_close(g, ref_box)
+    _assert_close(g, ref_sub_box)
 
 
 def test_public_name_and_save_load(dcgan, z, mouth, tmp_path):
     assert lowrankedit.jacobian_gram is jacobian_gram
-    g = jacobian_gram(dcgan, z[0], mouth, size=16, progress=False)
+    g = jacobian_gram(dcgan, z[0], mouth, size=16, chunk=64, progress=False)
+    assert g.meta["chunk"] == 64
     g.save(tmp_path / "g.pt")
     h = lowrankedit.Gram.load(tmp_path / "g.pt")
     assert torch.equal(h.fg, g.fg) and h.meta["mode"] == "forward" and h.meta["size"] == [16, 16]

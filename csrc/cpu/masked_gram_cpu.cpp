@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-// Route (benchmarked in bench/bench_masked_gram.py against a fused blocked loop and against the composed PyTorch
+// Route (benchmarked in bench/bench_masked_gram.py against the composed PyTorch
 // expression): walk J in tiles of T rows. For each tile build one small (T, 2D) buffer [w*J_t | (1-w)*J_t] that
 // stays in cache and accumulate [w*J_t | (1-w)*J_t]^T J_t into a (2D, D) accumulator with one BLAS GEMM (at::addmm_).
 // Both Grams come out of one pass over J, no weighted copy of the whole J is made, and G_out is summed from its own

@@ -41,7 +41,7 @@ __global__ void masked_gram_kernel(const scalar_t* __restrict__ J, const acc_t* 
   const int64_t tj = ti + k;
   const int64_t b = blockIdx.y, s = blockIdx.z;
   const int64_t p_begin = s * rows_per_split;
-  const int64_t p_end = std::min<int64_t>(P, p_begin + rows_per_split);
+  const int64_t p_end = (p_begin + rows_per_split < P) ? p_begin + rows_per_split : P;
   const scalar_t* Jb = J + b * P * D;
   const acc_t* wb = w + (Bw == 1 ? 0 : b) * P;
 
