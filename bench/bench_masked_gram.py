@@ -25,7 +25,7 @@ from lowrankedit.ops import masked_gram  # noqa: E402
 
 SIZES = [(1, 4096, 100), (4, 4096, 100), (1, 4096, 512), (4, 4096, 512), (1, 65536, 100), (4, 65536, 100),
          (1, 65536, 512)]
-REPEATS = 7
+REPEATS = 9
 
 
 def baseline(J, w):
@@ -89,29 +89,33 @@ def main():
     print(f"agreement checked; torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
           f"median (min) of {REPEATS} runs", flush=True)
     rows = []
-    for B, P, D in SIZES:
+    threads = sorted({torch.get_num_threads(), 1}, reverse=True)
+    default_threads = torch.get_num_threads()
+    for nt, (B, P, D) in [(nt, s) for nt in threads for s in SIZES]:
+        torch.set_num_threads(nt)
         J, w = make(B, P, D)
         t_ours, t_ours_min = timeit(masked_gram, J, w)
         t_base, t_base_min = timeit(baseline, J, w)
         m_ours, m_base = peak_bytes(masked_gram, J, w), peak_bytes(baseline, J, w)
         out_bytes = 2 * B * D * D * 4
         rows.append(
-            f"| {B} | {P} | {D} | {mib(J.numel() * 4)} | {t_ours * 1e3:.2f} ({t_ours_min * 1e3:.2f}) "
-            f"| {t_base * 1e3:.2f} ({t_base_min * 1e3:.2f}) | {t_base / t_ours:.2f}x "
+            f"| {nt} | {B} | {P} | {D} | {mib(J.numel() * 4)} | {t_ours * 1e3:.2f} ({t_ours_min * 1e3:.2f}) "
+            f"| {t_base * 1e3:.2f} ({t_base_min * 1e3:.2f}) | {t_base / t_ours:.2f}x ({t_base_min / t_ours_min:.2f}x) "
             f"| {mib(m_ours)} | {mib(m_base)} | {mib(out_bytes)} |"
         )
         print(rows[-1], flush=True)
         del J, w
+    torch.set_num_threads(default_threads)
     header = (
-        "| B | P | D | J MiB | ours ms, median (min) | baseline ms, median (min) | speed-up "
+        "| threads | B | P | D | J MiB | ours ms, median (min) | baseline ms, median (min) | speed-up, median (min) "
         "| ours peak MiB | baseline peak MiB | outputs MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     table = header + "\n" + "\n".join(rows)
     note = (
         "# masked_gram vs `(J*w).mT @ J`, `(J*(1-w)).mT @ J` (CPU, float32)\n\n"
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads on a CPU shared with other jobs; "
-        f"median (min) of {REPEATS} runs after a warm-up. Peak MiB: most bytes the torch CPU allocator held during one "
+        f"torch {torch.__version__}, {default_threads} and 1 intra-op threads on a 2-core CPU shared with other jobs; "
+        f"median (min) of {REPEATS} runs after a warm-up; the minimum is the run least disturbed by the other jobs. Peak MiB: most bytes the torch CPU allocator held during one "
         "call above the level before it (torch.profiler allocation records), outputs included; the baseline's extra "
         "is its weighted copy of J.\n\n"
         "Command: `python bench/bench_masked_gram.py`\n\n"

@@ -93,15 +93,15 @@ def test_modes_match_reference_soft_per_channel(sub, u, soft, ref_sub_soft_chann
 
 def test_matches_reverse_mode_jacobian(dcgan, z, mouth, soft):
     # The official route: the whole Jacobian by reverse mode (torch.autograd.functional.jacobian, one backward pass
-    # per row), then the Grams. All 100 latent entries; a small grid keeps the reverse loop short (3*8*8 rows, one
+    # per row), then the Grams. All 100 latent entries; a small grid keeps the reverse loop short (3*6*6 rows, one
     # Jacobian for both cases: the fused rows are the channel means of the per-channel rows).
-    size = (8, 8)
+    size = (6, 6)
 
     def rows(flat):
         return F.interpolate(dcgan.synthesize(flat[None]), size=size, mode="nearest")[0].reshape(-1)
 
-    Jc = torch.autograd.functional.jacobian(rows, z[2]).double()  # (3*64, 100)
-    Jf = Jc.view(3, 64, 100).mean(0)
+    Jc = torch.autograd.functional.jacobian(rows, z[2]).double()  # (3*36, 100)
+    Jf = Jc.view(3, 36, 100).mean(0)
     for region, fuse, J, reps in ((mouth, True, Jf, 1), (soft, False, Jc, 3)):
         m = region.mask(*size, dtype=torch.float64).reshape(-1).repeat(reps)
         g = jacobian_gram(dcgan, z[2], region, size=size, fuse_channels=fuse, progress=False)
