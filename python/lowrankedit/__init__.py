@@ -11,6 +11,7 @@ from .methods.lelsd import lelsd, localization_score
 from . import segmenters
 from .methods.resefa import resefa, resefa_from_factors
 from .methods.lowrankgan import lowrankgan
+from .jacobian_gram import jacobian_gram
 # [methods: imports]
 
 __version__ = build_info().get("version", "0.1.0")
@@ -50,5 +51,6 @@ __all__ = [
     "segmenters",
     "resefa", "resefa_from_factors",
     "lowrankgan",
+    "jacobian_gram",
     # [methods: names]
 ]

@@ -240,3 +240,12 @@ def lowrankgan_official(gram, lamb=1 / 60, relax=0, tol=1e-7, max_iter=10000):
     return {"directions": torch.from_numpy(proj), "principal": torch.from_numpy(principal.copy()),
             "singular_values": torch.from_numpy(s_f[:rank_f].copy()), "rank_f": rank_f, "rank_b": rank_b,
             "L_f": L_f, "L_b": L_b, "iterations": (it_f, it_b)}
+def masked_gram(J, w):
+    """``(J^T diag(w) J, J^T diag(1 - w) J)`` in float64; ``J (B, P, D)``, ``w (B, P)`` or ``(P,)``."""
+    J = J.double()
+    w = w.double()
+    if w.dim() == 1:
+        w = w.expand(J.shape[0], -1)
+    G_in = (J * w[..., None]).mT @ J
+    G_out = (J * (1 - w)[..., None]).mT @ J
+    return G_in, G_out

@@ -7,6 +7,7 @@ from .panda_grad import panda_grad, panda_step
 from .generalized_eigh import generalized_eigh, generalized_eigh_woodbury
 from .singular_value_threshold import singular_value_threshold
 from .rpca import rpca
+from .masked_gram import masked_gram
 # [ops: imports]
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "generalized_eigh_woodbury",
     "singular_value_threshold",
     "rpca",
+    "masked_gram",
     # [ops: names]
 ]

@@ -1,0 +1,97 @@
+"""masked_gram against the float64 reference: batches, shared and per-batch weights, ragged tiles, views, dtypes."""
+import pytest
+import torch
+from conftest import DEVICES
+
+from lowrankedit import reference
+from lowrankedit.ops import masked_gram
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def _case(B, P, D, device, dtype, shared, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    J = torch.randn(B, P, D, generator=g, dtype=torch.float64)
+    w = torch.rand(P if shared else (B, P), generator=g, dtype=torch.float64)
+    w[..., :7] = 0.0  # exact 0 and 1 weights
+    w[..., 7:13] = 1.0
+    return J.to(device, dtype), w.to(device, dtype)
+
+
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True], ids=["per_batch_w", "shared_w"])
+@pytest.mark.parametrize("B,P,D", [(3, 2531, 37), (1, 5003, 130), (2, 17, 5)])
+def test_matches_reference(device, dtype, shared, B, P, D):
+    J, w = _case(B, P, D, device, dtype, shared)
+    G_in, G_out = masked_gram(J, w)
+    R_in, R_out = reference.masked_gram(J.cpu(), w.cpu())
+    assert G_in.shape == G_out.shape == (B, D, D)
+    assert G_in.dtype == G_out.dtype == dtype
+    for b in range(B):  # per batch entry: an average would hide one bad entry
+        assert _rel(G_in[b].cpu(), R_in[b]) < TOL[dtype], b
+        assert _rel(G_out[b].cpu(), R_out[b]) < TOL[dtype], b
+    assert torch.equal(G_in, G_in.mT) and torch.equal(G_out, G_out.mT)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    J, w = _case(2, 777, 19, device, torch.float64, shared=False)
+    Jt = J.transpose(1, 2).contiguous().transpose(1, 2)  # same values, column-major strides
+    wnc = torch.empty(2, 2 * 777, dtype=w.dtype, device=device)[:, ::2]  # (B, P) view with stride 2
+    wnc.copy_(w)
+    assert not Jt.is_contiguous() and not wnc.is_contiguous()
+    G_in, G_out = masked_gram(Jt, wnc)
+    R_in, R_out = reference.masked_gram(J.cpu(), w.cpu())
+    assert _rel(G_in.cpu(), R_in) < 1e-12 and _rel(G_out.cpu(), R_out) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_float32(device, dtype):
+    J, w = _case(2, 3001, 24, device, dtype, shared=True)
+    G_in, G_out = masked_gram(J, w)
+    assert G_in.dtype == G_out.dtype == torch.float32
+    R_in, R_out = reference.masked_gram(J.cpu(), w.cpu())  # reference of the rounded half values
+    # float32 accumulation of 3001 products: ~1e-6; a float16 accumulator would be off by ~1e-3.
+    assert _rel(G_in.cpu(), R_in) < 1e-5 and _rel(G_out.cpu(), R_out) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_complement_accurate_when_w_near_one(device):
+    # G_out = 2^-20 J^T J exactly; J^T J - G_in in float32 would keep ~10% of the digits.
+    J, _ = _case(1, 4000, 16, device, torch.float32, shared=True)
+    w = torch.full((4000,), 1 - 2.0 ** -20, device=device)
+    _, G_out = masked_gram(J, w)
+    R = reference.masked_gram(J.cpu(), w.cpu())[1]
+    assert _rel(G_out.cpu(), R) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_rows_give_zeros(device):
+    G_in, G_out = masked_gram(torch.zeros(2, 0, 4, device=device), torch.zeros(0, device=device))
+    assert G_in.shape == (2, 4, 4) and not G_in.any() and not G_out.any()
+
+
+@pytest.mark.parametrize(
+    "J,w,exc,match",
+    [
+        (torch.zeros(4, 3), torch.zeros(4), RuntimeError, r"masked_gram: expected J of shape \(B, P, D\)"),
+        (torch.zeros(2, 4, 3), torch.zeros(5), RuntimeError, r"masked_gram: expected w of shape \(P,\)"),
+        (torch.zeros(2, 4, 3), torch.zeros(3, 4), RuntimeError, r"masked_gram: expected w of shape \(B, P\)"),
+        (torch.zeros(2, 4, 3), torch.zeros(2, 4, 1), RuntimeError, r"expected w of shape \(B, P\) or \(P,\)"),
+        (torch.zeros(2, 4, 3, dtype=torch.int32), torch.zeros(4), RuntimeError, r"expected J to have dtype"),
+        (torch.zeros(2, 4, 3), torch.tensor([0.0, float("nan"), 0.5, 1.0]), ValueError, "masked_gram: w contains NaN"),
+        (torch.zeros(2, 4, 3), torch.tensor([0.0, 1.5, 0.5, 1.0]), ValueError, r"expected w in \[0, 1\].*1\.5"),
+        (torch.zeros(2, 4, 3), torch.tensor([0.0, -0.1, 0.5, 1.0]), ValueError, r"expected w in \[0, 1\].*-0\.1"),
+        ([[1.0]], torch.zeros(1), TypeError, "masked_gram: expected J to be a torch.Tensor"),
+    ],
+)
+def test_bad_input(J, w, exc, match):
+    with pytest.raises(exc, match=match):
+        masked_gram(J, w)
