@@ -52,12 +52,11 @@ at::Tensor rpca_step_cpu(const at::Tensor& M, const at::Tensor& L, at::Tensor& S
           const acc_t li = static_cast<acc_t>(l[i]);
           const acc_t yi = static_cast<acc_t>(y[i]);
           const acc_t s_old = static_cast<acc_t>(s[i]);
-          const acc_t s_new = lowrankedit::shrink<acc_t>(mi - li - yi * inv_mu, thr);
-          const acc_t r = li + s_new - mi;
-          const acc_t y_new = yi + mub * r;
+          acc_t s_new, y_new, a_new;
+          const acc_t r = lowrankedit::rpca_entry<acc_t>(mi, li, yi, mub, inv_mu, thr, inv_mun, s_new, y_new, a_new);
           s[i] = static_cast<scalar_t>(s_new);
           y[i] = static_cast<scalar_t>(y_new);
-          a[i] = static_cast<scalar_t>(mi - s_new - y_new * inv_mun);
+          a[i] = static_cast<scalar_t>(a_new);
           const double dr = static_cast<double>(r), dd = static_cast<double>(s_new - s_old);
           r2 += dr * dr;
           ds2 += dd * dd;

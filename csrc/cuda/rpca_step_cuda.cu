@@ -40,12 +40,11 @@ __global__ void rpca_step_kernel(const scalar_t* __restrict__ m, const scalar_t*
       const acc_t li = static_cast<acc_t>(l[i]);
       const acc_t yi = static_cast<acc_t>(y[i]);
       const acc_t s_old = static_cast<acc_t>(s[i]);
-      const acc_t s_new = lowrankedit::shrink<acc_t>(mi - li - yi * inv_mu, thr);
-      const acc_t r = li + s_new - mi;
-      const acc_t y_new = yi + mub * r;
+      acc_t s_new, y_new, a_new;
+      const acc_t r = lowrankedit::rpca_entry<acc_t>(mi, li, yi, mub, inv_mu, thr, inv_mun, s_new, y_new, a_new);
       s[i] = static_cast<scalar_t>(s_new);
       y[i] = static_cast<scalar_t>(y_new);
-      a[i] = static_cast<scalar_t>(mi - s_new - y_new * inv_mun);
+      a[i] = static_cast<scalar_t>(a_new);
       const double dr = static_cast<double>(r), dd = static_cast<double>(s_new - s_old);
       r2 += dr * dr;
       ds2 += dd * dd;
