@@ -32,3 +32,14 @@ def mouth():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests (modules opt in with ``pytestmark``): their BLAS/LAPACK calls and
+    generator batches are small, and on the shared 2-core CI machine two threads were up to 10x slower
+    (oversubscription). The previous count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,14 +13,7 @@ ACCEPT = dict(layers=("block3", "block4", "image"), steps=100, batch_size=4, lr=
 N_EVAL = 32  # held-out codes of the test's own evaluation (a seed no run below trains on)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread for the generator runs: the batches are tiny, and on a shared 2-core machine two threads are
-    slower than one (oversubscription). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,13 +7,7 @@ import lowrankedit as le
 from lowrankedit import reference
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """LAPACK calls on small matrices: one thread avoids oversubscription on the shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_gram(D=12, seed=0, dead=(0, 1, 2), rows=50):

@@ -11,13 +11,7 @@ LAYER = "block3"  # (128, 16, 16)
 RANKS = (64, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The CI machine's 2 cores are shared: oversubscribed OpenMP threads make these small GEMMs up to 10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from lowrankedit.ops import panda_grad, panda_step
 SHAPES = [(3, 6, 10, 4, 3), (2, 8, 25, 8, 5), (1, 5, 7, 2, 1), (4, 12, 16, 3, 4)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The CI machine's 2 cores are shared: oversubscribed OpenMP threads make these small GEMMs up to 10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _factors(N, C, S, Rc, Rs, dtype=torch.float64, device="cpu", seed=0):

@@ -10,13 +10,7 @@ from lowrankedit import reference
 from lowrankedit.ops import rpca
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """LAPACK calls on small matrices: one thread avoids oversubscription on the shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted(n=100, rank=5, frac=0.05, seed=0, symmetric=True):

@@ -8,14 +8,7 @@ from lowrankedit.methods.lelsd import held_out_scores
 from lowrankedit.segmenters import PandaParts, StaticRegion
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread for the generator runs: the batches are tiny, and on a shared 2-core machine two threads are
-    slower than one (oversubscription). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class StandInParts:
