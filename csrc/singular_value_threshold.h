@@ -11,3 +11,10 @@ std::tuple<at::Tensor, at::Tensor> svt_spectrum_cpu(const at::Tensor& values, co
 #ifdef WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> svt_spectrum_cuda(const at::Tensor& values, const at::Tensor& tau);
 #endif
+
+// The public entries (pyext/singular_value_threshold.cpp), also called by the robust-PCA driver:
+// exact SVT (eigh / SVD) and the warm-started Krylov route for symmetric matrices.
+std::tuple<at::Tensor, at::Tensor> singular_value_threshold(const at::Tensor& X, const at::Tensor& tau,
+                                                            int64_t symmetric, bool check_finite);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> svt_krylov(const at::Tensor& A, const at::Tensor& tau,
+                                                          const at::Tensor& W, int64_t steps, at::Generator gen);

@@ -7,6 +7,7 @@ void bind_generalized_eigh(pybind11::module_& m);
 void bind_singular_value_threshold(pybind11::module_& m);
 void bind_rpca_step(pybind11::module_& m);
 void bind_masked_gram(pybind11::module_& m);
+void bind_rpca_iterate(pybind11::module_& m);
 // [ops: declarations]
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -27,5 +28,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_singular_value_threshold(m);
   bind_rpca_step(m);
   bind_masked_gram(m);
+  bind_rpca_iterate(m);
   // [ops: bindings]
 }

@@ -7,7 +7,7 @@
 
 at::Tensor rpca_step(const at::Tensor& M, const at::Tensor& L, at::Tensor S, at::Tensor Y, at::Tensor A,
                      const at::Tensor& mu, const at::Tensor& lamb, const at::Tensor& mu_next,
-                     const at::Tensor& active) {
+                     const at::Tensor& active, const at::Tensor& alpha) {
   constexpr const char* op = "rpca_step";
   TORCH_CHECK(M.defined() && (M.scalar_type() == at::kFloat || M.scalar_type() == at::kDouble), op,
               ": expected M to be a float32 or float64 tensor");
@@ -23,7 +23,8 @@ at::Tensor rpca_step(const at::Tensor& M, const at::Tensor& L, at::Tensor S, at:
     TORCH_CHECK(t->is_contiguous(), op, ": expected ", name, " to be contiguous");
   }
   TORCH_CHECK(M.is_contiguous(), op, ": expected M to be contiguous");
-  const std::pair<const char*, const at::Tensor*> scal[] = {{"mu", &mu}, {"lamb", &lamb}, {"mu_next", &mu_next}};
+  const std::pair<const char*, const at::Tensor*> scal[] = {
+      {"mu", &mu}, {"lamb", &lamb}, {"mu_next", &mu_next}, {"alpha", &alpha}};
   for (const auto& [name, t] : scal) {
     TORCH_CHECK(t->defined() && t->scalar_type() == at::kDouble && t->dim() == 1 && t->size(0) == B &&
                     t->is_contiguous(),
@@ -35,15 +36,17 @@ at::Tensor rpca_step(const at::Tensor& M, const at::Tensor& L, at::Tensor S, at:
               op, ": expected active to be a contiguous bool tensor of shape (", B, ")");
   lowrankedit::check_same_device(op, "M", M, "active", active);
 #ifdef WITH_CUDA
-  if (M.is_cuda()) return rpca_step_cuda(M, L, S, Y, A, mu, lamb, mu_next, active);
+  if (M.is_cuda()) return rpca_step_cuda(M, L, S, Y, A, mu, lamb, mu_next, active, alpha);
 #endif
-  return rpca_step_cpu(M, L, S, Y, A, mu, lamb, mu_next, active);
+  return rpca_step_cpu(M, L, S, Y, A, mu, lamb, mu_next, active, alpha);
 }
 
 void bind_rpca_step(pybind11::module_& m) {
   m.def("rpca_step", &rpca_step,
-        "One fused pass: S = shrink(M - L - Y/mu, lamb/mu); Y += mu (L + S - M); A = M - S - Y/mu_next; "
-        "returns (B, 2) float64 (||L + S - M||^2, ||S_new - S_old||^2); S, Y, A (B, N) updated in place",
+        "One fused pass with over-relaxation alpha: Lh = alpha L + (1 - alpha)(M - S); S = shrink(M - Lh - Y/mu, "
+        "lamb/mu); Y += mu (Lh + S - M); A = M - S - Y/mu_next; returns (B, 2) float64 (||L + S - M||^2, "
+        "||(alpha - 1)(L + S_old - M) + S - S_old||^2); S, Y, A (B, N) updated in place",
         pybind11::arg("M"), pybind11::arg("L"), pybind11::arg("S"), pybind11::arg("Y"), pybind11::arg("A"),
-        pybind11::arg("mu"), pybind11::arg("lamb"), pybind11::arg("mu_next"), pybind11::arg("active"));
+        pybind11::arg("mu"), pybind11::arg("lamb"), pybind11::arg("mu_next"), pybind11::arg("active"),
+        pybind11::arg("alpha"));
 }

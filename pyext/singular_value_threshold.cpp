@@ -1,7 +1,10 @@
 // Public entry of singular_value_threshold: validate once, make contiguous, dispatch by device.
 // The decomposition and the rebuild are ATen calls shared by both devices (LAPACK on the CPU, cuSOLVER/cuBLAS on
 // CUDA: a hand-written eigensolver would not beat them); the spectrum shrinkage and survivor count are our kernels.
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/extension.h>
+
+#include <algorithm>
 
 #include "common/checks.h"
 #include "singular_value_threshold.h"
@@ -83,9 +86,83 @@ std::tuple<at::Tensor, at::Tensor> singular_value_threshold(const at::Tensor& X,
   return {Y.reshape(X.sizes()), survivors.reshape(rank_shape)};
 }
 
+// Partial SVT of symmetric matrices for iterative solvers (robust PCA), where only a few eigenvalues pass the
+// threshold and the matrix changes little between calls. Rayleigh-Ritz on the block Krylov space
+// span{X, A X, ..., A^steps X}, X = [W, one random column], W the previous call's leading Ritz vectors: a handful of
+// (n, p) products instead of a full eigendecomposition. The block is widened until at least two of its Ritz values
+// (by magnitude) fall below tau, and the full eigh is used when the Krylov space would not be small (m > n / 2).
+// The random column (from the caller's generator) keeps eigenvalues that newly cross tau within reach. The result is
+// as exact as the Ritz pairs converge; solvers certify their final iterate with the exact route.
+// A: (B, n, n) symmetric contiguous, tau: (B,) f64, W: (B, n, p) or undefined
+//   -> (L (B, n, n), rank (B,) int64, W_next (B, n, max(rank) + 2))
+std::tuple<at::Tensor, at::Tensor, at::Tensor> svt_krylov(const at::Tensor& A, const at::Tensor& tau,
+                                                          const at::Tensor& W, int64_t steps, at::Generator gen) {
+  const int64_t B = A.size(0), n = A.size(1);
+  int64_t p = W.defined() ? std::max<int64_t>(W.size(2), 2) : 2;
+  at::Tensor Wp = W.defined() ? W : at::Tensor();
+  const auto opts = A.options();
+  for (;;) {
+    const int64_t m = (p + 1) * (steps + 1);
+    if (2 * m > n) break;  // the Krylov space is not small: exact route below
+    const int64_t given = Wp.defined() ? Wp.size(2) : 0;
+    auto fresh = at::randn({B, n, p + 1 - given}, gen, opts.device(at::kCPU)).to(A.device());
+    std::vector<at::Tensor> blocks{given ? at::cat({Wp, fresh}, 2) : fresh};
+    for (int64_t j = 0; j < steps; ++j) {
+      auto K = at::matmul(A, blocks.back());
+      blocks.push_back(K / K.norm(2, {1}, true).clamp_min(1e-300));
+    }
+    // Householder QR: Q is orthonormal to rounding even though the powers are nearly parallel.
+    auto Q = std::get<0>(at::linalg_qr(at::cat(blocks, 2), "reduced"));
+    auto H = at::matmul(Q.mT(), at::matmul(A, Q));
+    auto [theta, Z] = at::linalg_eigh((H + H.mT()) * 0.5, "L");
+    auto [w, surv] = spectrum(theta.contiguous(), tau);
+    const int64_t r = surv.max().item<int64_t>();
+    auto U = at::matmul(Q, Z);  // (B, n, m) Ritz vectors
+    auto order = std::get<1>(theta.abs().sort(-1, /*descending=*/true));
+    auto lead = U.gather(2, order.narrow(1, 0, std::min<int64_t>(r + 2, m)).unsqueeze(1).expand({B, n, -1}));
+    if (r + 2 > p + 1) {  // not enough Ritz values below tau in the block: widen it and retry
+      p = r + 2;
+      Wp = lead;
+      continue;
+    }
+    auto L = at::matmul(U * w.unsqueeze(-2), U.mT());
+    return {L, surv, lead.narrow(2, 0, std::max<int64_t>(r + 2, 2)).contiguous()};
+  }
+  auto [evals, evecs] = at::linalg_eigh(A, "L");
+  auto [w, surv] = spectrum(evals.contiguous(), tau);
+  const int64_t r = surv.max().item<int64_t>();
+  auto order = std::get<1>(evals.abs().sort(-1, /*descending=*/true));
+  auto lead = evecs.gather(2, order.narrow(1, 0, std::min<int64_t>(std::max<int64_t>(r + 2, 2), n))
+                                  .unsqueeze(1).expand({B, n, -1}));
+  auto L = at::matmul(evecs * w.unsqueeze(-2), evecs.mT());
+  return {L, surv, lead.contiguous()};
+}
+
 void bind_singular_value_threshold(pybind11::module_& m) {
   m.def("singular_value_threshold", &singular_value_threshold,
         "X (..., m, n), tau (B,) f64 -> (U shrink(S, tau) V^T, rank); eigh of the lower triangle when symmetric",
         pybind11::arg("X"), pybind11::arg("tau"), pybind11::arg("symmetric") = -1,
         pybind11::arg("check_finite") = true);
+  m.def(
+      "singular_value_threshold_krylov",
+      [](const at::Tensor& A, const at::Tensor& tau, const c10::optional<at::Tensor>& W, int64_t steps,
+         int64_t seed) {
+        constexpr const char* op = "singular_value_threshold_krylov";
+        TORCH_CHECK(A.defined() && (A.scalar_type() == at::kFloat || A.scalar_type() == at::kDouble) &&
+                        A.dim() == 3 && A.size(1) == A.size(2) && A.is_contiguous(),
+                    op, ": expected A to be a contiguous float32/float64 tensor of shape (B, n, n)");
+        TORCH_CHECK(tau.scalar_type() == at::kDouble && tau.dim() == 1 && tau.size(0) == A.size(0), op,
+                    ": expected tau to be a float64 tensor of shape (", A.size(0), ")");
+        TORCH_CHECK(steps >= 1, op, ": expected steps >= 1, got ", steps);
+        if (W.has_value()) {
+          TORCH_CHECK(W->dim() == 3 && W->size(0) == A.size(0) && W->size(1) == A.size(1), op,
+                      ": expected W of shape (B, n, p), got ", W->sizes());
+        }
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+        return svt_krylov(A, tau, W.has_value() ? W->to(A.options()) : at::Tensor(), steps, gen);
+      },
+      "Partial SVT of symmetric A (B, n, n) by Rayleigh-Ritz on a warm-started block Krylov space: "
+      "(L, rank, W_next)",
+      pybind11::arg("A"), pybind11::arg("tau"), pybind11::arg("W") = pybind11::none(), pybind11::arg("steps") = 3,
+      pybind11::arg("seed") = 0);
 }

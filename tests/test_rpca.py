@@ -48,13 +48,14 @@ def test_rpca_step_matches_reference(device, dtype):
     mu = torch.tensor([0.7, 2.0, 5.0], dtype=torch.float64)
     lamb = torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64)
     mu_next = mu * 1.5
+    alpha = torch.tensor([1.0, 1.6, 1.6], dtype=torch.float64)  # plain ADMM and over-relaxed
     active = torch.tensor([True, False, True])
     dev = lambda t: t.to(device=device, dtype=dtype).clone()  # noqa: E731  (the kernel writes in place)
     Sk, Yk, Ak = dev(S), dev(Y), torch.full((B, N), 7.0, dtype=dtype, device=device)
     norms = lowrankedit._C.rpca_step(dev(M), dev(L), Sk, Yk, Ak, mu.to(device), lamb.to(device),
-                                     mu_next.to(device), active.to(device))
+                                     mu_next.to(device), active.to(device), alpha.to(device))
     S_ref, Y_ref, A_ref, n_ref = reference.rpca_step(M.to(dtype), L.to(dtype), S.to(dtype), Y.to(dtype), mu, lamb,
-                                                     mu_next)
+                                                     mu_next, alpha)
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     for b in range(B):
         if active[b]:
@@ -73,11 +74,13 @@ def test_rpca_step_errors():
     act = torch.ones(2, dtype=torch.bool)
     with pytest.raises(RuntimeError, match=r"rpca_step: expected L of shape \[2, 4\]"):
         lowrankedit._C.rpca_step(z, torch.zeros(2, 3, dtype=torch.float64), z.clone(), z.clone(), z.clone(), p, p, p,
-                                 act)
+                                 act, p)
     with pytest.raises(RuntimeError, match=r"rpca_step: expected S to be contiguous"):
-        lowrankedit._C.rpca_step(z, z, torch.zeros(4, 2, dtype=torch.float64).T, z.clone(), z.clone(), p, p, p, act)
+        lowrankedit._C.rpca_step(z, z, torch.zeros(4, 2, dtype=torch.float64).T, z.clone(), z.clone(), p, p, p, act, p)
     with pytest.raises(RuntimeError, match=r"rpca_step: expected mu to be a contiguous float64 tensor of shape \(2\)"):
-        lowrankedit._C.rpca_step(z, z, z.clone(), z.clone(), z.clone(), p.float(), p, p, act)
+        lowrankedit._C.rpca_step(z, z, z.clone(), z.clone(), z.clone(), p.float(), p, p, act, p)
+    with pytest.raises(RuntimeError, match=r"rpca_step: expected alpha to be a contiguous float64 tensor"):
+        lowrankedit._C.rpca_step(z, z, z.clone(), z.clone(), z.clone(), p, p, p, act, p[:1])
 
 
 # ---------------------------------------------------------------- the official iteration, iterate for iterate
@@ -166,8 +169,11 @@ def test_batched_equals_looped(device, method):
         for j in range(2):
             Lij, Sij, inf1 = rpca(Ms[i, j], float(lamb[i, j]), method=method)
             assert int(info["iterations"][i, j]) == int(inf1["iterations"])
-            assert float((L[i, j] - Lij).abs().max()) <= 1e-12 * float(Lij.abs().max())
-            assert float((S[i, j] - Sij).abs().max()) <= 1e-12 * max(float(Sij.abs().max()), 1.0)
+            # "official" is exact (full eigh) and batch-independent to rounding; "ialm"'s partial SVT draws its
+            # random Krylov column per batch, so it agrees to well within its tolerance
+            rel = 1e-12 if method == "official" else 1e-6
+            assert float((L[i, j] - Lij).abs().max()) <= rel * float(Lij.abs().max())
+            assert float((S[i, j] - Sij).abs().max()) <= rel * max(float(Sij.abs().max()), 1.0)
     # converged entries stop: iteration counts differ per entry
     assert len(set(info["iterations"].flatten().tolist())) > 1
 

@@ -14,10 +14,10 @@ namespace {
 constexpr int64_t kChunk = 16384;
 }  // namespace
 
-// M, L: (B, N); S, Y, A: (B, N) in place; mu, lamb, mu_next: (B,) f64; active: (B,) bool -> norms (B, 2) f64
+// M, L: (B, N); S, Y, A: (B, N) in place; mu, lamb, mu_next, alpha: (B,) f64; active: (B,) bool -> norms (B, 2)
 at::Tensor rpca_step_cpu(const at::Tensor& M, const at::Tensor& L, at::Tensor& S, at::Tensor& Y, at::Tensor& A,
                          const at::Tensor& mu, const at::Tensor& lamb, const at::Tensor& mu_next,
-                         const at::Tensor& active) {
+                         const at::Tensor& active, const at::Tensor& alpha) {
   const int64_t B = M.size(0);
   const int64_t N = M.size(1);
   auto norms = at::zeros({B, 2}, M.options().dtype(at::kDouble));
@@ -29,6 +29,7 @@ at::Tensor rpca_step_cpu(const at::Tensor& M, const at::Tensor& L, at::Tensor& S
   const double* lamb_p = lamb.const_data_ptr<double>();
   const double* mun_p = mu_next.const_data_ptr<double>();
   const bool* act = active.const_data_ptr<bool>();
+  const double* al_p = alpha.const_data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "rpca_step_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* m = M.const_data_ptr<scalar_t>();
@@ -44,6 +45,7 @@ at::Tensor rpca_step_cpu(const at::Tensor& M, const at::Tensor& L, at::Tensor& S
         const acc_t inv_mu = acc_t(1) / mub;
         const acc_t thr = static_cast<acc_t>(lamb_p[b]) * inv_mu;
         const acc_t inv_mun = acc_t(1) / static_cast<acc_t>(mun_p[b]);
+        const acc_t alb = static_cast<acc_t>(al_p[b]);
         const int64_t lo = b * N + (c % chunks_per) * kChunk;
         const int64_t hi = std::min(lo + kChunk, (b + 1) * N);
         double r2 = 0.0, ds2 = 0.0;
@@ -52,12 +54,13 @@ at::Tensor rpca_step_cpu(const at::Tensor& M, const at::Tensor& L, at::Tensor& S
           const acc_t li = static_cast<acc_t>(l[i]);
           const acc_t yi = static_cast<acc_t>(y[i]);
           const acc_t s_old = static_cast<acc_t>(s[i]);
-          acc_t s_new, y_new, a_new;
-          const acc_t r = lowrankedit::rpca_entry<acc_t>(mi, li, yi, mub, inv_mu, thr, inv_mun, s_new, y_new, a_new);
+          acc_t s_new, y_new, a_new, d;
+          const acc_t r = lowrankedit::rpca_entry<acc_t>(mi, li, yi, s_old, mub, inv_mu, thr, inv_mun, alb, s_new,
+                                                         y_new, a_new, d);
           s[i] = static_cast<scalar_t>(s_new);
           y[i] = static_cast<scalar_t>(y_new);
           a[i] = static_cast<scalar_t>(a_new);
-          const double dr = static_cast<double>(r), dd = static_cast<double>(s_new - s_old);
+          const double dr = static_cast<double>(r), dd = static_cast<double>(d);
           r2 += dr * dr;
           ds2 += dd * dd;
         }

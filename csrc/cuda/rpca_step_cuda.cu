@@ -15,13 +15,13 @@ constexpr int kThreads = 256;
 
 // grid (blocks_x, B): block (x, b) strides over entry b's N elements; each block writes its two partial sums
 // to partial[b, x, 0..1] (summed afterwards in a fixed order, so the result does not depend on scheduling).
-// M, L: (B, N); S, Y, A: (B, N) in place; mu, lamb, mu_next: (B,) f64; active: (B,) -> partial (B, blocks_x, 2)
+// M, L: (B, N); S, Y, A: (B, N) in place; mu, lamb, mu_next, alpha: (B,) f64; active: (B,) -> partial (B, blocks_x, 2)
 template <typename scalar_t>
 __global__ void rpca_step_kernel(const scalar_t* __restrict__ m, const scalar_t* __restrict__ l,
                                  scalar_t* __restrict__ s, scalar_t* __restrict__ y, scalar_t* __restrict__ a,
                                  const double* __restrict__ mu, const double* __restrict__ lamb,
                                  const double* __restrict__ mu_next, const bool* __restrict__ active,
-                                 double* __restrict__ partial, int64_t N) {
+                                 const double* __restrict__ alpha, double* __restrict__ partial, int64_t N) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ double sh_r[kThreads];
   __shared__ double sh_d[kThreads];
@@ -32,6 +32,7 @@ __global__ void rpca_step_kernel(const scalar_t* __restrict__ m, const scalar_t*
     const acc_t inv_mu = acc_t(1) / mub;
     const acc_t thr = static_cast<acc_t>(lamb[b]) * inv_mu;
     const acc_t inv_mun = acc_t(1) / static_cast<acc_t>(mu_next[b]);
+    const acc_t alb = static_cast<acc_t>(alpha[b]);
     const int64_t base = b * N;
     const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
     for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < N; j += stride) {
@@ -40,12 +41,13 @@ __global__ void rpca_step_kernel(const scalar_t* __restrict__ m, const scalar_t*
       const acc_t li = static_cast<acc_t>(l[i]);
       const acc_t yi = static_cast<acc_t>(y[i]);
       const acc_t s_old = static_cast<acc_t>(s[i]);
-      acc_t s_new, y_new, a_new;
-      const acc_t r = lowrankedit::rpca_entry<acc_t>(mi, li, yi, mub, inv_mu, thr, inv_mun, s_new, y_new, a_new);
+      acc_t s_new, y_new, a_new, d;
+      const acc_t r = lowrankedit::rpca_entry<acc_t>(mi, li, yi, s_old, mub, inv_mu, thr, inv_mun, alb, s_new, y_new,
+                                                     a_new, d);
       s[i] = static_cast<scalar_t>(s_new);
       y[i] = static_cast<scalar_t>(y_new);
       a[i] = static_cast<scalar_t>(a_new);
-      const double dr = static_cast<double>(r), dd = static_cast<double>(s_new - s_old);
+      const double dr = static_cast<double>(r), dd = static_cast<double>(d);
       r2 += dr * dr;
       ds2 += dd * dd;
     }
@@ -70,7 +72,7 @@ __global__ void rpca_step_kernel(const scalar_t* __restrict__ m, const scalar_t*
 
 at::Tensor rpca_step_cuda(const at::Tensor& M, const at::Tensor& L, at::Tensor& S, at::Tensor& Y, at::Tensor& A,
                           const at::Tensor& mu, const at::Tensor& lamb, const at::Tensor& mu_next,
-                          const at::Tensor& active) {
+                          const at::Tensor& active, const at::Tensor& alpha) {
   const c10::cuda::CUDAGuard guard(M.device());
   const int64_t B = M.size(0);
   const int64_t N = M.size(1);
@@ -87,7 +89,7 @@ at::Tensor rpca_step_cuda(const at::Tensor& M, const at::Tensor& L, at::Tensor& 
         M.const_data_ptr<scalar_t>(), L.const_data_ptr<scalar_t>(), S.mutable_data_ptr<scalar_t>(),
         Y.mutable_data_ptr<scalar_t>(), A.mutable_data_ptr<scalar_t>(), mu.const_data_ptr<double>(),
         lamb.const_data_ptr<double>(), mu_next.const_data_ptr<double>(), active.const_data_ptr<bool>(),
-        partial.mutable_data_ptr<double>(), N);
+        alpha.const_data_ptr<double>(), partial.mutable_data_ptr<double>(), N);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return partial.sum(1);

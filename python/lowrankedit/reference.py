@@ -163,20 +163,25 @@ def singular_value_threshold(X, tau):
     return (U * s.unsqueeze(-2)) @ Vh
 
 
-def rpca_step(M, L, S, Y, mu, lamb, mu_next):
+def rpca_step(M, L, S, Y, mu, lamb, mu_next, alpha=None):
     """One elementwise robust-PCA half-step in float64, the obvious way (no batching tricks).
 
-    ``M, L, S, Y``: ``(B, N)``; ``mu, lamb, mu_next``: ``(B,)``. Returns ``(S_new, Y_new, A, norms)`` with
-    ``S_new = shrink(M - L - Y/mu, lamb/mu)``, ``Y_new = Y + mu (L + S_new - M)``, ``A = M - S_new - Y_new/mu_next``
-    and ``norms (B, 2) = (||L + S_new - M||^2, ||S_new - S||^2)``."""
+    ``M, L, S, Y``: ``(B, N)``; ``mu, lamb, mu_next, alpha``: ``(B,)`` (``alpha`` default 1: plain ADMM). With
+    ``Lh = alpha L + (1 - alpha)(M - S)``, returns ``(S_new, Y_new, A, norms)``:
+    ``S_new = shrink(M - Lh - Y/mu, lamb/mu)``, ``Y_new = Y + mu (Lh + S_new - M)``, ``A = M - S_new - Y_new/mu_next``
+    and ``norms (B, 2) = (||L + S_new - M||^2, ||(alpha - 1)(L + S - M) + S_new - S||^2)``."""
     M, L, S, Y = (t.double() for t in (M, L, S, Y))
-    mu, lamb, mu_next = (torch.as_tensor(t, dtype=torch.float64)[:, None] for t in (mu, lamb, mu_next))
-    X = M - L - Y / mu
+    if alpha is None:
+        alpha = torch.ones(M.shape[0], dtype=torch.float64)
+    mu, lamb, mu_next, alpha = (torch.as_tensor(t, dtype=torch.float64)[:, None] for t in (mu, lamb, mu_next, alpha))
+    Lh = alpha * L + (1 - alpha) * (M - S)
+    X = M - Lh - Y / mu
     S_new = torch.sign(X) * torch.clamp(X.abs() - lamb / mu, min=0)
     R = L + S_new - M
-    Y_new = Y + mu * R
+    Y_new = Y + mu * (Lh + S_new - M)
     A = M - S_new - Y_new / mu_next
-    norms = torch.stack([(R * R).sum(1), ((S_new - S) ** 2).sum(1)], dim=1)
+    D = (alpha - 1) * (L + S - M) + S_new - S
+    norms = torch.stack([(R * R).sum(1), (D * D).sum(1)], dim=1)
     return S_new, Y_new, A, norms
 
 
