@@ -5,6 +5,7 @@ import torch
 
 import lowrankedit as le
 from lowrankedit import reference
+from lowrankedit.ops import rpca
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,6 +85,19 @@ def test_dcgan_region_directions_agree(dcgan_case):
     # the region's principal (unprojected) direction is the same
     cos = float((ours.meta["principal"][0] @ off.meta["principal"][0]).abs())
     assert cos >= 0.99, f"|cos| of the principal directions = {cos:.4f}"
+
+
+def test_dcgan_default_solver_is_certified_in_hundreds_of_iterations(dcgan_case):
+    gram, off, ours = dcgan_case
+    rp = ours.meta["rpca"]
+    assert max(rp["iterations"]) < 1500 < min(off.meta["rpca"]["iterations"])
+    assert max(rp["primal_residual"]) <= 1e-7 and max(rp["dual_residual"]) <= 1e-7
+    # the Krylov SVT changes the path, not the answer: an exact run (SVD every iteration) gives the same L
+    M = torch.stack([gram.fg, gram.bg]).double()
+    L, _, info = rpca(M, 1 / 60)
+    L_x, _, info_x = rpca(M, 1 / 60, symmetric=False)
+    assert bool(info_x["converged"].all())
+    assert float((L - L_x).norm()) <= 1e-5 * float(M.norm())
 
 
 def test_dcgan_background_rank_differs_because_official_stops_early(dcgan_case):

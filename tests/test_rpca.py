@@ -216,3 +216,4 @@ def test_errors():
         rpca(torch.eye(3, dtype=torch.long))
     with pytest.raises(TypeError, match=r"rpca: expected M to be a torch.Tensor, got list"):
         rpca([[1.0]])
+

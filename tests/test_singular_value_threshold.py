@@ -93,3 +93,40 @@ def test_errors():
         singular_value_threshold(torch.ones(2, 3, 3), torch.ones(3))
     with pytest.raises(TypeError, match=r"expected symmetric to be None, True or False"):
         singular_value_threshold(X, 1.0, symmetric="yes")
+
+
+# ---------------------------------------------------------------- the warm-started Krylov route (used by rpca)
+def _decaying(B, n, seed=0, negative=False):
+    """Symmetric matrices with a fast-decaying spectrum (like Jacobian Grams), optionally a large negative one."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(B, n, n, dtype=torch.float64, generator=g))
+    lam = 2.0 ** -torch.arange(n, dtype=torch.float64)
+    if negative:
+        lam[1] = -lam[1]
+    return Q @ torch.diag_embed(lam.expand(B, n)) @ Q.mT
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("negative", [False, True])
+def test_krylov_route_matches_exact(device, negative):
+    from lowrankedit import _C
+
+    A = _decaying(2, 120, negative=negative).to(device)
+    tau = torch.tensor([0.1, 0.02], dtype=torch.float64, device=device)  # 4 and 6 survivors
+    L, rank, W = _C.singular_value_threshold_krylov(A, tau, None, 3, 0)
+    ref = torch.stack([reference.singular_value_threshold(A[b].cpu(), float(tau[b])) for b in range(2)])
+    assert rank.tolist() == [4, 6]
+    assert float((L.cpu() - ref).abs().max()) <= 1e-10
+    # the block was widened to two more than the largest rank; a warm start from it gives the same result
+    assert W.shape == (2, 120, 8)
+    L2, rank2, _ = _C.singular_value_threshold_krylov(A, tau, W, 3, 1)
+    assert rank2.tolist() == [4, 6] and float((L2.cpu() - ref).abs().max()) <= 1e-10
+
+
+def test_krylov_route_falls_back_to_the_full_eigh_on_small_matrices():
+    from lowrankedit import _C
+
+    A = _decaying(1, 12)
+    L, rank, W = _C.singular_value_threshold_krylov(A, torch.tensor([0.01], dtype=torch.float64), None, 3, 0)
+    assert int(rank) == 7 and W.shape == (1, 12, 9)
+    assert float((L[0] - reference.singular_value_threshold(A[0], 0.01)).abs().max()) <= 1e-13
