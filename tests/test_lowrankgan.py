@@ -101,11 +101,15 @@ def test_dcgan_default_solver_is_certified_in_hundreds_of_iterations(dcgan_case)
 
 
 def test_dcgan_background_rank_differs_because_official_stops_early(dcgan_case):
-    # The certified optimum of the background problem is L_b = 0 (rank 0); the official primal-only rule stops at a
-    # rank-1 L_b. Both give k = 1, but the null spaces differ, so the projected directions differ (|cos| ~ 0.89).
+    # The certified optimum of the background problem is L_b = 0 (rank 0: lamb ||sign(M_b)||_2 = 0.9987 < 1 makes
+    # lamb sign(M_b) a dual certificate); the official primal-only rule stops at a rank-1 L_b. Ours keeps the whole
+    # space (k = 0), the official drops its L_b's top direction, so the projected directions differ (|cos| ~ 0.89).
     _, off, ours = dcgan_case
     assert ours.meta["rank_b"] == 0 and off.meta["rank_b"] == 1
     assert float(ours.meta["rpca"]["dual_residual"][1]) <= 1e-7
+    gram = dcgan_case[0]
+    assert float(torch.linalg.matrix_norm(torch.sign(gram.bg.double()), 2)) / 60 < 1 and bool((gram.bg != 0).all())
+    assert ours.meta["null_dim"] == 100 and torch.allclose(ours.vectors[0], ours.meta["principal"][0])
 
 
 @pytest.mark.xfail(strict=True, reason="the official rule stops at a non-optimal rank-1 L_b; the certified optimum "

@@ -46,14 +46,15 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     -----
     ``M_f = L_f + S_f`` and ``M_b = L_b + S_b`` by robust PCA (both Grams in one batched call). The principal
     directions are the first ``rank_f`` right singular vectors ``v_i`` of ``L_f``; with ``N`` the right singular
-    vectors ``k..D-1`` of ``L_b``, ``k = min(max(1, rank_b - relax), D - 1)``, each is projected (Eq. 7)
+    vectors ``k..D-1`` of ``L_b``, ``k = min(max(1, rank_b - relax), D - 1)`` (``k = 0`` when ``rank_b = 0``, where
+    the official ``k = 1`` would drop an arbitrary basis vector), each is projected (Eq. 7)
     ``p_i = N N^T v_i`` and normalized. Ranks use NumPy's ``matrix_rank`` tolerance, as the official code.
 
     The two solvers solve the same convex problem but stop differently. On the real DCGAN mouth Grams (one face,
     ``lamb = 1/60``) the certified optimum of the background problem is ``L_b = 0`` (rank 0: all of it goes to the
     sparse part), whereas the official primal-only rule stops at a rank-1 ``L_b``; the region's principal direction
     is the same (``|cos| = 0.9999``) but the projected ones differ (``|cos| = 0.89``) because the null spaces do.
-    With ``L_b = 0`` the null-space step is vacuous (``k = 1`` drops one arbitrary basis vector).
+    With ``L_b = 0`` the null-space step keeps the whole space, so the projected direction is the principal one.
 
     Examples
     --------
@@ -83,7 +84,10 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     rank_f, rank_b = _matrix_rank(L_f), _matrix_rank(L_b)
     _, s_f, Vh_f = torch.linalg.svd(L_f)
     _, _, Vh_b = torch.linalg.svd(L_b)
-    k = min(max(1, rank_b - int(relax)), D - 1)
+    # The official k = max(1, rank_b - relax). With rank_b = 0 (all of the background Gram went to the sparse part)
+    # there is no low-rank background to avoid; the official k = 1 would drop the first basis vector of the SVD of
+    # a zero matrix, an arbitrary direction, so the whole space is kept instead (k = 0).
+    k = 0 if rank_b == 0 else min(max(1, rank_b - int(relax)), D - 1)
     N = Vh_b[k:].T  # (D, D - k): orthonormal basis of the background's (relaxed) null space
     principal = Vh_f[:rank_f]  # (rank_f, D)
     projected = (principal @ N) @ N.T  # Eq. (7): N N^T v for every row v
