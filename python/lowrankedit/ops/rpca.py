@@ -11,6 +11,7 @@ MU_SCALE = 40.0  # "ialm": mu0 = MU_SCALE / ||M||_2 (measured on the DCGAN Grams
 ETA = 10.0  # "ialm": mu grows while the primal residual exceeds ETA x the dual one
 KRYLOV_STEPS = 2  # block Krylov steps of the partial SVT (2 and 3 gave the same iterates to 1e-9 on DCGAN Grams)
 CHUNK = 50  # iterations per call into the C++ loop (the progress bar updates between calls)
+STALL = 10  # "ialm": chunks without the residual halving before over-relaxation is switched off
 
 
 def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symmetric=None, rho=2.0, alpha=1.6,
@@ -173,10 +174,23 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
         bar = tqdm(total=max_iter, desc=f"rpca[{method}]", leave=False)
     try:
         W, done = None, 0
+        best = torch.full((B,), math.inf, dtype=torch.float64)  # the smallest max(primal, dual) seen
+        since = torch.zeros(B, dtype=torch.int64)  # chunks since it last halved
         while done < max_iter and bool(active.any()):
             budget = min(CHUNK, max_iter - done)
             W = run(budget, krylov, W)
             done += budget
+            # Safeguard: over-relaxation can stall near a degenerate optimum (seen with L = 0 optimal: the primal
+            # residual stuck at 1e-7 for 20,000 iterations); a matrix whose residual has not halved in STALL chunks
+            # goes on with plain steps (alpha = 1), which converge there.
+            worst = torch.maximum(primal, dual)
+            improved = worst < 0.5 * best
+            best = torch.where(improved, worst, best)
+            since = torch.where(improved, torch.zeros_like(since), since + 1)
+            stalled = active & (since >= STALL) & (alpha_t.cpu() != 1.0)
+            if bool(stalled.any()):
+                alpha_t[stalled.to(dev)] = 1.0
+                since[stalled] = 0
             if krylov and not bool(active.any()):
                 # Certify with the exact SVT: the matrices that stopped on Krylov iterates go on exactly until the
                 # criterion holds again (usually one iteration), so the reported residuals are exact ones.
