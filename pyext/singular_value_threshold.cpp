@@ -119,13 +119,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svt_krylov(const at::Tensor& A, c
     const int64_t r = surv.max().item<int64_t>();
     auto U = at::matmul(Q, Z);  // (B, n, m) Ritz vectors
     auto order = std::get<1>(theta.abs().sort(-1, /*descending=*/true));
-    auto lead = U.gather(2, order.narrow(1, 0, std::min<int64_t>(r + 2, m)).unsqueeze(1).expand({B, n, -1}));
+    const auto lead_idx = order.narrow(1, 0, std::min<int64_t>(r + 2, m));
+    auto lead = U.gather(2, lead_idx.unsqueeze(1).expand({B, n, -1}));
     if (r + 2 > p + 1) {  // not enough Ritz values below tau in the block: widen it and retry
       p = r + 2;
       Wp = lead;
       continue;
     }
-    auto L = at::matmul(U * w.unsqueeze(-2), U.mT());
+    // The survivors are the leading Ritz pairs by magnitude: rebuild from those (r + 2 columns, the others carry 0).
+    auto L = at::matmul(lead * w.gather(1, lead_idx).unsqueeze(-2), lead.mT());
     return {L, surv, lead.narrow(2, 0, std::max<int64_t>(r + 2, 2)).contiguous()};
   }
   auto [evals, evecs] = at::linalg_eigh(A, "L");
