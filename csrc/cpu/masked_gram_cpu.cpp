@@ -6,15 +6,19 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 
-// Route (benchmarked in bench/bench_masked_gram.py against the composed PyTorch
-// expression): walk J in tiles of T rows. For each tile build one small (T, 2D) buffer [w*J_t | (1-w)*J_t] that
-// stays in cache and accumulate [w*J_t | (1-w)*J_t]^T J_t into a (2D, D) accumulator with one BLAS GEMM (at::addmm_).
-// Both Grams come out of one pass over J, no weighted copy of the whole J is made, and G_out is summed from its own
-// (1 - w) weights (never J^T J - G_in, which cancels catastrophically where w is close to 1). float16/bfloat16 tiles
-// are widened to float32 on the fly, so they accumulate in float32.
+// Route (benchmarked in bench/bench_masked_gram.py against the composed PyTorch expression):
+//   G_in = sum_p w_p j_p j_p^T = A_in^T A_in with the rows a_p = sqrt(w_p) j_p, and likewise G_out with sqrt(1 - w_p).
+// Walk J in tiles of T rows. Each tile is gathered into two small cache-resident buffers: A_in holds only the rows
+// with w > 0, A_out only the rows with w < 1, each scaled by its square root weight (and widened to the accumulation
+// type). One BLAS GEMM per buffer (at::addmm_) adds A^T A into that Gram's accumulator. A region mask is 0 or 1
+// almost everywhere, so almost every row lands in one buffer only: the two Grams cost about one GEMM over J,
+// where `(J*w).mT @ J` and its complement cost two (and copy J twice). Rows with 0 < w < 1 go to both buffers, so
+// dense soft weights cost what the baseline does. No weighted copy of the whole J is made, and G_out is summed from
+// its own (1 - w) weights (never J^T J - G_in, which cancels catastrophically where w is close to 1).
 // Parallelism: one parallel region. The work is cut into items (batch b, segment s of consecutive tiles), each with
-// its own (2D, D) accumulator, summed over segments at the end (deterministic: the result does not depend on which
+// its own (2, D, D) accumulator, summed over segments at the end (deterministic: the result does not depend on which
 // thread ran an item). Threads take items from an atomic counter, so a thread that the OS starves (a shared machine)
 // does not hold the others up as a static split would; the GEMMs inside run single-threaded. Walking the tiles in
 // order with MKL-threaded GEMMs instead (one parallel region per tile) was measured on the shared 2-core machine at
@@ -22,11 +26,11 @@
 
 namespace {
 
-// Rows per tile: the tile [w*J_t | (1-w)*J_t] plus the J_t rows it multiplies stay around 2 MiB (at least 128
-// rows, so the (2D, D) accumulator is read and written once per many rows), and never more rows than J has.
+// Rows per tile: the two gathered buffers stay around 512 KiB together (in L2, and far below J) (at least 128 rows, so the (D, D) accumulators
+// are read and written once per many rows), and never more rows than J has.
 int64_t tile_rows(int64_t D, int64_t elem_size, int64_t P) {
-  const int64_t budget = int64_t(2) << 20;
-  int64_t T = budget / std::max<int64_t>(1, 3 * D * elem_size);
+  const int64_t budget = int64_t(512) << 10;
+  int64_t T = budget / std::max<int64_t>(1, 2 * D * elem_size);
   T = std::max<int64_t>(128, std::min<int64_t>(4096, T));
   return std::min<int64_t>(P, (T / 16) * 16);
 }
@@ -59,50 +63,58 @@ std::tuple<at::Tensor, at::Tensor> masked_gram_cpu(const at::Tensor& J, const at
   const int64_t spare = std::min<int64_t>(int64_t(64) << 20, J.numel() * static_cast<int64_t>(J.element_size()) / 4);
   const int64_t by_mem = 1 + spare / std::max<int64_t>(1, acc_bytes);
   const int64_t S = std::max<int64_t>(1, std::min<int64_t>({ntiles, (4 * nthreads + B - 1) / B, by_mem}));
-  auto acc = at::zeros({B, S, 2 * D, D}, opts);
+  auto acc = at::zeros({B, S, 2, D, D}, opts);  // [.., 0] G_in, [.., 1] G_out partial sums
   std::atomic<int64_t> next_item{0};
   const int64_t items = B * S;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, J.scalar_type(), "masked_gram_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    constexpr bool widen = !std::is_same_v<acc_t, scalar_t>;
     const scalar_t* j = J.const_data_ptr<scalar_t>();
     const acc_t* wp = w.const_data_ptr<acc_t>();
     at::parallel_for(0, std::min<int64_t>(nthreads, items), 1, [&](int64_t, int64_t) {
-      auto tile = at::empty({T, 2 * D}, opts);                   // [w*J_t | (1-w)*J_t]
-      auto jt = widen ? at::empty({T, D}, opts) : at::Tensor();  // J_t widened to acc_t
-      acc_t* tp = tile.mutable_data_ptr<acc_t>();
-      acc_t* jw = widen ? jt.mutable_data_ptr<acc_t>() : nullptr;
+      auto buf_in = at::empty({T, D}, opts);   // rows sqrt(w) j_p, w > 0
+      auto buf_out = at::empty({T, D}, opts);  // rows sqrt(1 - w) j_p, w < 1
+      acc_t* pin = buf_in.mutable_data_ptr<acc_t>();
+      acc_t* pout = buf_out.mutable_data_ptr<acc_t>();
       for (int64_t item = next_item.fetch_add(1); item < items; item = next_item.fetch_add(1)) {
         const int64_t b = item / S, s = item % S;
         const int64_t t0 = s * ntiles / S, t1 = (s + 1) * ntiles / S;
         const acc_t* wb = wp + (Bw == 1 ? 0 : b) * P;
-        auto out = acc.select(0, b).select(0, s);  // (2D, D)
+        auto out = acc.select(0, b).select(0, s);  // (2, D, D)
+        auto out_in = out.select(0, 0), out_out = out.select(0, 1);
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t r0 = t * T, rows = std::min<int64_t>(T, P - r0);
+          int64_t n_in = 0, n_out = 0;
           for (int64_t r = 0; r < rows; ++r) {
-            const acc_t wi = wb[r0 + r], wo = acc_t(1) - wi;
+            const acc_t wi = wb[r0 + r];
             const scalar_t* src = j + (b * P + r0 + r) * D;
-            acc_t* dst = tp + r * 2 * D;
-            for (int64_t d = 0; d < D; ++d) {
-              const acc_t x = static_cast<acc_t>(src[d]);
-              dst[d] = wi * x;
-              dst[D + d] = wo * x;
+            if (wi > acc_t(0)) {
+              const acc_t si = std::sqrt(wi);
+              acc_t* dst = pin + n_in++ * D;
+              for (int64_t d = 0; d < D; ++d) dst[d] = si * static_cast<acc_t>(src[d]);
             }
-            if constexpr (widen) {
-              for (int64_t d = 0; d < D; ++d) jw[r * D + d] = static_cast<acc_t>(src[d]);
+            if (wi < acc_t(1)) {
+              const acc_t so = std::sqrt(acc_t(1) - wi);
+              acc_t* dst = pout + n_out++ * D;
+              for (int64_t d = 0; d < D; ++d) dst[d] = so * static_cast<acc_t>(src[d]);
             }
           }
-          const auto rhs = widen ? jt.narrow(0, 0, rows) : J.select(0, b).narrow(0, r0, rows);
-          out.addmm_(tile.narrow(0, 0, rows).t(), rhs);
+          if (n_in > 0) {
+            const auto a = buf_in.narrow(0, 0, n_in);
+            out_in.addmm_(a.t(), a);
+          }
+          if (n_out > 0) {
+            const auto a = buf_out.narrow(0, 0, n_out);
+            out_out.addmm_(a.t(), a);
+          }
         }
       }
     });
   });
 
-  auto sum = S == 1 ? acc.select(1, 0) : acc.sum(1);  // (B, 2D, D)
-  auto G_in = sum.narrow(1, 0, D);
-  auto G_out = sum.narrow(1, D, D);
+  auto sum = S == 1 ? acc.select(1, 0) : acc.sum(1);  // (B, 2, D, D)
+  auto G_in = sum.select(1, 0);
+  auto G_out = sum.select(1, 1);
   // The GEMM is not bitwise symmetric; average with the transpose so both Grams are exactly symmetric.
   G_in = (G_in + G_in.mT()).mul_(0.5);
   G_out = (G_out + G_out.mT()).mul_(0.5);
