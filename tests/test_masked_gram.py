@@ -78,6 +78,26 @@ def test_empty_rows_give_zeros(device):
     assert G_in.shape == (2, 4, 4) and not G_in.any() and not G_out.any()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_region_masks_rows_in_one_gram_only(device, dtype):
+    # A box region with a feathered edge (mostly exact 0 and 1, a band of soft weights), all zeros and all ones:
+    # the CPU route sends each row only to the Grams it weighs, so every pattern of skipped rows is checked here.
+    g = torch.Generator().manual_seed(3)
+    J = torch.randn(2, 48 * 48, 41, generator=g, dtype=torch.float64)
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    edge = torch.minimum(torch.minimum(yy - 12, 35 - yy), torch.minimum(xx - 8, 39 - xx))
+    box = ((edge + 2) / 4).clamp(0, 1).flatten().double()  # 1 inside, 0 outside, a 4-pixel ramp between
+    for w in (box, torch.zeros_like(box), torch.ones_like(box), torch.stack([box, 1 - box])):
+        G_in, G_out = masked_gram(J.to(device, dtype), w.to(device, dtype))
+        R_in, R_out = reference.masked_gram(J.to(dtype), w.to(dtype))
+        for got, ref in ((G_in, R_in), (G_out, R_out)):
+            if ref.abs().max() == 0:
+                assert not got.any()  # a Gram with no weight at all is exactly zero
+            else:
+                assert _rel(got.cpu(), ref) < TOL[dtype]
+
+
 @pytest.mark.parametrize(
     "J,w,exc,match",
     [

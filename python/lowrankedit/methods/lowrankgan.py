@@ -1,6 +1,7 @@
 """LowRankGAN (Zhu et al. 2021): low-rank subspaces of the region Jacobian, projected onto the background's null
 space, give edits that change the region and leave the rest of the image alone."""
 import numbers
+import warnings
 
 import torch
 
@@ -14,6 +15,16 @@ def _matrix_rank(X):
     s = torch.linalg.svdvals(X)
     tol = s.max() * max(X.shape) * torch.finfo(X.dtype).eps
     return int((s > tol).sum())
+
+
+def _right_singular_basis(L, M, rank):
+    """Right singular vectors of ``L`` (``(D, D)`` columns, by decreasing singular value), with the part that spans
+    ``L``'s null space (zero singular values, where the SVD's choice of basis is arbitrary) ordered by ``M``: the
+    eigenvectors of ``M`` restricted to that null space, largest eigenvalue first."""
+    _, _, Vh = torch.linalg.svd(L)
+    low, null = Vh[:rank].T, Vh[rank:].T
+    _, Q = torch.linalg.eigh(null.T @ M @ null)
+    return torch.cat([low, null @ Q.flip(-1)], dim=1)
 
 
 def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=10000, progress=False):
@@ -46,15 +57,17 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     -----
     ``M_f = L_f + S_f`` and ``M_b = L_b + S_b`` by robust PCA (both Grams in one batched call). The principal
     directions are the first ``rank_f`` right singular vectors ``v_i`` of ``L_f``; with ``N`` the right singular
-    vectors ``k..D-1`` of ``L_b``, ``k = min(max(1, rank_b - relax), D - 1)`` (``k = 0`` when ``rank_b = 0``, where
-    the official ``k = 1`` would drop an arbitrary basis vector), each is projected (Eq. 7)
-    ``p_i = N N^T v_i`` and normalized. Ranks use NumPy's ``matrix_rank`` tolerance, as the official code.
+    vectors ``k..D-1`` of ``L_b``, ``k = min(max(1, rank_b - relax), D - 1)`` as in the official code, each is
+    projected (Eq. 7) ``p_i = N N^T v_i`` and normalized. Ranks use NumPy's ``matrix_rank`` tolerance, as the
+    official code. The singular vectors of ``L_b``'s zero singular values are ordered by ``M_b`` (its eigenvectors
+    in that null space, largest first): where ``L_b = 0``, the official ``k = 1`` then drops the background
+    Gram's dominant direction rather than the arbitrary first basis vector of the SVD of a zero matrix.
 
-    The two solvers solve the same convex problem but stop differently. On the real DCGAN mouth Grams (one face,
-    ``lamb = 1/60``) the certified optimum of the background problem is ``L_b = 0`` (rank 0: all of it goes to the
-    sparse part), whereas the official primal-only rule stops at a rank-1 ``L_b``; the region's principal direction
-    is the same (``|cos| = 0.9999``) but the projected ones differ (``|cos| = 0.89``) because the null spaces do.
-    With ``L_b = 0`` the null-space step keeps the whole space, so the projected direction is the principal one.
+    The two solvers solve the same convex problem but stop differently. On the real DCGAN mouth Grams (face of
+    seed 0, ``lamb = 1/60``) the certified optimum of the background problem is ``L_b = 0`` (rank 0: all of it goes
+    to the sparse part), whereas the official primal-only rule stops at a rank-1 ``L_b`` whose top singular vector
+    is the background Gram's dominant eigenvector to ``|cos| = 0.99``; with the ordering above both drop that
+    direction, and the top projected directions agree to ``|cos| = 0.997``.
 
     Examples
     --------
@@ -82,13 +95,20 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     L, _, info = rpca(M, float(lamb), tol=tol, max_iter=max_iter, method=method, progress=progress)
     L_f, L_b = L[0].cpu(), L[1].cpu()
     rank_f, rank_b = _matrix_rank(L_f), _matrix_rank(L_b)
+    if rank_f == 0:
+        # Seen on real DCGAN mouth Grams (1 face in 8 at lamb = 1/60): the certified optimum is L_f = 0 there.
+        warnings.warn(f"{op}: the region's low-rank part L_f is 0 at lamb = {lamb:g} (the optimum puts the whole "
+                      "region Gram into the sparse part), so there are no directions; a larger lamb keeps a "
+                      "low-rank part (1/50 did on that face), and method='official' stops early, as the paper's "
+                      "code, at a non-zero L_f", RuntimeWarning, stacklevel=2)
     _, s_f, Vh_f = torch.linalg.svd(L_f)
-    _, _, Vh_b = torch.linalg.svd(L_b)
-    # The official k = max(1, rank_b - relax). With rank_b = 0 (all of the background Gram went to the sparse part)
-    # there is no low-rank background to avoid; the official k = 1 would drop the first basis vector of the SVD of
-    # a zero matrix, an arbitrary direction, so the whole space is kept instead (k = 0).
-    k = 0 if rank_b == 0 else min(max(1, rank_b - int(relax)), D - 1)
-    N = Vh_b[k:].T  # (D, D - k): orthonormal basis of the background's (relaxed) null space
+    # The official k = max(1, rank_b - relax) always drops at least one background direction. k exceeds rank_b only
+    # where L_b = 0 (all of the background Gram went to the sparse part); the official code then drops the first
+    # singular vector of a zero matrix, an arbitrary one. Ordering L_b's null-space basis by the background Gram
+    # makes that the background's dominant direction instead; for rank_b >= 1 the null space is the official one.
+    V_b = _right_singular_basis(L_b, M[1].cpu(), rank_b)
+    k = min(max(1, rank_b - int(relax)), D - 1)
+    N = V_b[:, k:]  # (D, D - k): orthonormal basis of the background's (relaxed) null space
     principal = Vh_f[:rank_f]  # (rank_f, D)
     projected = (principal @ N) @ N.T  # Eq. (7): N N^T v for every row v
     norms = projected.norm(dim=1)
