@@ -168,9 +168,15 @@ def test_batched_equals_looped(device, method):
     for i in range(2):
         for j in range(2):
             Lij, Sij, inf1 = rpca(Ms[i, j], float(lamb[i, j]), method=method)
-            assert int(info["iterations"][i, j]) == int(inf1["iterations"])
-            # "official" is exact (full eigh) and batch-independent to rounding; "ialm"'s partial SVT draws its
-            # random Krylov column per batch, so it agrees to well within its tolerance
+            # "official" is exact (full eigh) and batch-independent to rounding: the same iterates. "ialm"'s partial
+            # SVT shares its block width and random Krylov column over the batch, so its path differs slightly with
+            # the batch (seen: 24 vs 25 iterations); both certify the same optimum, well within the tolerance
+            it_b, it_1 = int(info["iterations"][i, j]), int(inf1["iterations"])
+            if method == "official":
+                assert it_b == it_1
+            else:
+                assert bool(info["converged"][i, j]) and bool(inf1["converged"])
+                assert abs(it_b - it_1) <= max(2, it_1 // 10), (it_b, it_1)
             rel = 1e-12 if method == "official" else 1e-6
             assert float((L[i, j] - Lij).abs().max()) <= rel * float(Lij.abs().max())
             assert float((S[i, j] - Sij).abs().max()) <= rel * max(float(Sij.abs().max()), 1.0)
