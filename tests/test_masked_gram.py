@@ -84,7 +84,7 @@ def test_region_masks_rows_in_one_gram_only(device, dtype):
     # A box region with a feathered edge (mostly exact 0 and 1, a band of soft weights), all zeros and all ones:
     # the CPU route sends each row only to the Grams it weighs, so every pattern of skipped rows is checked here.
     g = torch.Generator().manual_seed(3)
-    J = torch.randn(2, 48 * 48, 41, generator=g, dtype=torch.float64)
+    J = torch.randn(2, 48 * 48, 70, generator=g, dtype=torch.float64)  # D >= 64: split GEMMs
     yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     edge = torch.minimum(torch.minimum(yy - 12, 35 - yy), torch.minimum(xx - 8, 39 - xx))
     box = ((edge + 2) / 4).clamp(0, 1).flatten().double()  # 1 inside, 0 outside, a 4-pixel ramp between
