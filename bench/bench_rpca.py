@@ -144,8 +144,8 @@ def main():
                      f"{leak(d.vectors[0]) if len(d) else float('nan'):.3f} | "
                      f"{leak(r['directions'][0]) if r['rank_f'] else float('nan'):.3f} |")
     faces_table = ("\nTop projected direction on the DCGAN mouth Grams of single faces (`sample_latents(1, seed)`), "
-                   "ours (default) vs the NumPy official reference; leak = n^T M_b n / n^T M_f n (lower: the edit stays "
-                   "in the region). A '-' is a face where ours finds L_f = 0 (the certified optimum at lamb = 1/60; "
+                   "ours (default) vs the NumPy official reference; leak = n^T M_b n / n^T M_f n (lower: the edit "
+                   "stays in the region). A '-' is a face where ours finds L_f = 0 (the certified optimum at lamb = 1/60; "
                    "lowrankgan warns and returns no direction).\n\n"
                    "| face seed | ranks ours (f, b) | ranks official (f, b) | top direction \\|cos\\| | leak ours | "
                    "leak official |\n|---|---|---|---|---|---|\n" + "\n".join(frows) + "\n")
@@ -186,8 +186,8 @@ def main():
                     f"L0 {err_off:.2f}: not a solution) | {t_off:.2f} | not comparable |")
         rows.append(f"| {prob} | NumPy ADMM, full SVD/iter, Candes mu, certified stop | {it_c}"
                     f"{'' if done else f' (capped, not converged: rel. error to L0 {err_c:.1e})'}"
-                    f"{f' (rel. error to L0 {err_c:.1e})' if done else ''} | {t_cert:.2f} ({per_c * 1e3:.0f} ms/iter) | "
-                    "1x |")
+                    f"{f' (rel. error to L0 {err_c:.1e})' if done else ''} | "
+                    f"{t_cert:.2f} ({per_c * 1e3:.0f} ms/iter) | 1x |")
         ratio = f"**{t_cert / med:.0f}x**" if done else f"more than {t_cert / med:.1f}x (baseline capped)"
         rows.append(f"| {prob} | **ours default (IALM, certified)** | {it_o} (rel. error to L0 {err:.1e}) | "
                     f"{med:.2f} ({per_o * 1e3:.0f} ms/iter; min {min(o_t):.2f}) | {ratio}; "
