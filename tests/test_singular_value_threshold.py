@@ -130,3 +130,16 @@ def test_krylov_route_falls_back_to_the_full_eigh_on_small_matrices():
     L, rank, W = _C.singular_value_threshold_krylov(A, torch.tensor([0.01], dtype=torch.float64), None, 3, 0)
     assert int(rank) == 7 and W.shape == (1, 12, 9)
     assert float((L[0] - reference.singular_value_threshold(A[0], 0.01)).abs().max()) <= 1e-13
+
+
+def test_symmetric_to_rounding_takes_the_eigh_route():
+    # A GEMM-made Gram is symmetric only to rounding: symmetric=None thresholds its symmetric part by eigh (the
+    # same answer bit for bit as symmetric=True on that part); a real asymmetry takes the SVD route
+    g = torch.Generator().manual_seed(2)
+    A = torch.randn(40, 40, dtype=torch.float64, generator=g)
+    X = A @ A.T + torch.triu(torch.full((40, 40), 1e-15, dtype=torch.float64), 1)
+    assert not torch.equal(X, X.mT)
+    Xs = (X + X.mT) * 0.5
+    assert torch.equal(singular_value_threshold(X, 5.0), singular_value_threshold(Xs, 5.0, symmetric=True))
+    Xa = X + torch.triu(torch.full_like(X, 1e-6), 1)
+    assert torch.equal(singular_value_threshold(Xa, 5.0), singular_value_threshold(Xa, 5.0, symmetric=False))

@@ -4,7 +4,7 @@ import math
 import torch
 
 from .._ext import _C
-from .singular_value_threshold import _per_matrix, _symmetric_flag
+from .singular_value_threshold import _per_matrix, _symmetric_flag, _symmetric_to_rounding
 
 METHODS = ("ialm", "official")
 MU_SCALE = 40.0  # "ialm": mu0 = MU_SCALE / ||M||_2 (measured on the DCGAN Grams: 20 and 80 take 1.3-3x the iterations)
@@ -12,7 +12,6 @@ ETA = 10.0  # "ialm": mu grows while the primal residual exceeds ETA x the dual 
 KRYLOV_STEPS = 2  # block Krylov steps of the partial SVT (2 and 3 gave the same iterates to 1e-9 on DCGAN Grams)
 CHUNK = 50  # iterations per call into the C++ loop (the progress bar updates between calls)
 STALL = 10  # "ialm": chunks without the residual halving before over-relaxation is switched off
-SYMMETRY_TOL = 1e3  # symmetric=None: max |M - M^T| <= SYMMETRY_TOL * eps * max |M| counts as symmetric
 
 
 def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symmetric=None, rho=2.0, alpha=1.6,
@@ -116,14 +115,9 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
                          positive=True)
     Mb = M.reshape(B, n, n).contiguous()
     if sym_flag == -1:
-        # Symmetric to rounding counts: a Gram from a GEMM (J^T J, U U^T) is rarely bitwise symmetric, and exact
-        # equality would send it down the full-SVD route (measured at n = 512: 61 vs 5 ms per iteration). Such a
-        # matrix is replaced by its symmetric part, a change far below the solver's tolerance.
-        asym = (Mb - Mb.mT).abs().amax() if Mb.numel() else torch.zeros(())
-        scale = Mb.abs().amax() if Mb.numel() else torch.zeros(())
-        sym_flag = int(bool(asym <= SYMMETRY_TOL * torch.finfo(dt).eps * scale))
-        if sym_flag and bool(asym > 0):
-            Mb = (Mb + Mb.mT) * 0.5
+        # Symmetric to rounding counts (exact equality sent GEMM-made Grams down the full-SVD route: 61 vs 5 ms per
+        # iteration at n = 512); such a matrix is replaced by its symmetric part, far below the solver's tolerance.
+        Mb, sym_flag = _symmetric_to_rounding(Mb)
     M64 = Mb.double()
     norm_fro = torch.linalg.matrix_norm(M64, "fro")  # (B,)
     zero = norm_fro == 0

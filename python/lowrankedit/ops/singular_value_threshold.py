@@ -42,6 +42,23 @@ def _symmetric_flag(symmetric, op="singular_value_threshold"):
     raise TypeError(f"{op}: expected symmetric to be None, True or False, got {symmetric!r}")
 
 
+SYMMETRY_TOL = 1e3  # max |X - X^T| <= SYMMETRY_TOL * eps * max |X| counts as symmetric (symmetric=None)
+
+
+def _symmetric_to_rounding(X):
+    """``(X_sym, flag)`` for ``symmetric=None``: ``flag = 1`` when the square matrices ``X (..., n, n)`` are
+    symmetric to rounding (``max |X - X^T| <= 1000 eps max |X|``, as Grams made by a GEMM are, which are rarely
+    bitwise symmetric), and then ``X_sym = (X + X^T) / 2``; otherwise ``(X, 0)``."""
+    if X.dim() < 2 or X.shape[-1] != X.shape[-2]:
+        return X, 0
+    if X.numel() == 0:
+        return X, 1
+    asym = (X - X.mT).abs().amax()
+    if not bool(asym <= SYMMETRY_TOL * torch.finfo(X.dtype).eps * X.abs().amax()):
+        return X, 0
+    return (X + X.mT) * 0.5 if bool(asym > 0) else X, 1
+
+
 def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
     """Shrink the singular values: ``U diag(max(s - tau, 0)) V^T``, batched.
 
@@ -54,7 +71,8 @@ def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
     symmetric : bool or None
         ``True``: ``X`` is symmetric (square); an eigendecomposition of its lower triangle is used and only the
         eigencomponents with ``|lambda| > tau`` are multiplied back. ``False``: an SVD. ``None`` (default): ``True``
-        when every matrix equals its transpose exactly.
+        when the matrices are symmetric to rounding (``max |X - X^T| <= 1000 eps max |X|``, as Grams made by a
+        GEMM are), thresholding their symmetric part ``(X + X^T) / 2``.
     return_rank : bool
         Also return the rank of the result, ``(...)`` int64 (the number of singular values above ``tau``).
 
@@ -85,5 +103,8 @@ def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
     if X.dim() < 2:
         raise ValueError(f"{op}: expected X of shape (..., m, n), got {tuple(X.shape)}")
     t = _per_matrix(tau, X.shape[:-2], X.device, op, "tau")
-    Y, rank = _C.singular_value_threshold(X.detach(), t, _symmetric_flag(symmetric), True)
+    X, flag = X.detach(), _symmetric_flag(symmetric)
+    if flag == -1 and X.is_floating_point():  # (other dtypes, and NaN/Inf, which never pass, meet the kernel's checks)
+        X, flag = _symmetric_to_rounding(X)
+    Y, rank = _C.singular_value_threshold(X, t, flag, True)
     return (Y, rank) if return_rank else Y
