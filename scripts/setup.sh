@@ -19,7 +19,7 @@ if [ "$have_torch" != "$want_torch" ]; then
   "$VPY" -m pip install -q "torch==$want_torch"
 fi
 # Small pure-Python/test dependencies; pip skips what is already satisfied.
-"$VPY" -m pip install -q numpy scipy ninja pybind11 pytest pytest-benchmark tqdm pillow setuptools wheel
+"$VPY" -m pip install -q numpy scipy ninja pybind11 pytest pytest-benchmark hypothesis safetensors tqdm pillow setuptools wheel
 if ! "$VPY" -c "import gan_face_generate" 2>/dev/null; then
   echo "[setup] installing gan-face-generate==1.1.1 (weights only, --no-deps)"
   "$VPY" -m pip install -q --no-deps "gan-face-generate==1.1.1"
