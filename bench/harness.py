@@ -88,9 +88,10 @@ def parser(description, default_threads=None):
 
 @dataclasses.dataclass
 class Timing:
-    """Wall-clock seconds of each timed run of one route."""
+    """Wall-clock seconds of each timed run of one route, and what its last run returned."""
 
     times: list
+    output: object = None
 
     @property
     def runs(self):
@@ -137,7 +138,7 @@ def time_routes(routes, *, warmup=1):
     Returns
     -------
     dict
-        ``name -> Timing``.
+        ``name -> Timing`` (``Timing.output``: what the route's last run returned, to check after timing).
     """
     if not isinstance(routes, dict) or not routes:
         raise ValueError(f"time_routes: routes must be a non-empty dict name -> (fn, runs), got {routes!r}")
@@ -148,14 +149,16 @@ def time_routes(routes, *, warmup=1):
         for _ in range(warmup):
             fn()
     times = {name: [] for name in checked}
+    outputs = {}
     rounds = max(runs for _, runs in checked.values())
     for r in range(1, rounds + 1):
         for name, (fn, runs) in checked.items():
             while len(times[name]) < math.ceil(runs * r / rounds):
+                outputs.pop(name, None)  # free the previous output before the next run
                 t0 = time.perf_counter()
-                fn()
+                outputs[name] = fn()
                 times[name].append(time.perf_counter() - t0)
-    return {name: Timing(t) for name, t in times.items()}
+    return {name: Timing(t, outputs[name]) for name, t in times.items()}
 
 
 def time_pair(ours, baseline, *, min_runs=5, min_seconds=0.5, max_runs=10000, warmup=1):
