@@ -2,7 +2,7 @@
 
 Pure PyTorch driving the generator (no compiled op): the work is forward and backward passes through ``G``.
 Paper: "Optimizing Latent Space Directions For GAN-based Local Image Editing" (Pajouheshgar et al., ICASSP 2022).
-The optimization follows the official implementation (see ``OFFICIAL.md``, section LELSD): Adam, one ``alpha`` per
+The optimization follows the official implementation (see ``docs/official.md``, section LELSD): Adam, one ``alpha`` per
 step uniform in ``[-3, 3]`` resampled while ``|alpha| < 0.5``, a relaxed one-hot mixture of the directions
 (temperature 0.001), per-layer ``diff = mean_c (r - r_edit)^2``, masks of both images averaged (or union /
 intersection) and resized bilinearly with ``align_corners=True``, normalized layer weights, the correlation penalty

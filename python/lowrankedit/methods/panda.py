@@ -340,7 +340,7 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
     Parameters
     ----------
     G : generator
-        With ``sample_latents``, ``features``, ``synthesize_from`` and ``layers`` (see CONTRACT.md).
+        With ``sample_latents``, ``features``, ``synthesize_from`` and ``layers`` (see docs/generators.md).
     layer : str
         One of ``G.layers``.
     ranks : (int, int)

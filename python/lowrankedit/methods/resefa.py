@@ -1,7 +1,7 @@
 """ReSeFa (Zhu et al., "Region-Based Semantic Factorization in GANs", ICML 2022): latent directions that change a
 region while keeping its background, as the top generalized eigenvectors of ``(fg, bg + tau tr(bg) I)``.
 
-Differences from the official ``compute_direction.py`` (see OFFICIAL.md), all on purpose:
+Differences from the official ``compute_direction.py`` (see docs/official.md), all on purpose:
 
 * symmetric-definite solver (Cholesky + symmetric eigensolver, :func:`lowrankedit.ops.generalized_eigh`) instead
   of the general ``eig(inv(M_back) @ M_fore)``: real eigenvalues by construction, about 5x less work;

@@ -1,4 +1,4 @@
-"""The generator protocol (see CONTRACT.md) and the checks the methods run on a generator they are given."""
+"""The generator protocol (see docs/generators.md) and the checks the methods run on a generator they are given."""
 import hashlib
 from typing import Protocol, Sequence, runtime_checkable
 
