@@ -119,7 +119,7 @@ def main():
     frows = []
     for seed in range(args.faces):
         g = gram if seed == 0 else dcgan_gram(seed)
-        r = reference.lowrankgan_official(g)
+        r = ref_dirs if seed == 0 else reference.lowrankgan_official(g)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # L_f = 0 is reported in the row
             d = le.lowrankgan(g)
