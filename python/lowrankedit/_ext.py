@@ -28,5 +28,6 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         f"lowrankedit._C failed to load: {exc}\n"
         f"  it was built for {was};\n"
         f"  installed now: torch {torch.__version__} (CUDA {torch.version.cuda}).\n"
-        f"  Rebuild with `bash scripts/setup.sh` from the repository root."
+        f"  Rebuild with `bash scripts/setup.sh` from the repository root, or reinstall the package with\n"
+        f"  `pip install --no-build-isolation .` from a checkout (see the README's 'Install just the package')."
     ) from exc
