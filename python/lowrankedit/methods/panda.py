@@ -111,8 +111,7 @@ def refine_parts(Z, A, P, *, iters=50, lr=None, max_backtracks=20):
     for _ in range(int(iters)):
         g = 2 * (torch.bmm(Pn, torch.bmm(Y.transpose(1, 2), torch.matmul(GA, Y)))
                  + torch.bmm(Z.transpose(1, 2), torch.matmul(A, K)))
-        p = torch.linalg.matrix_norm(Pn, ord=2) ** 2
-        bound = sigma * a * (4 + 12 * a * p)
+        bound, _ = _bounds(sigma, a, torch.linalg.matrix_norm(Pn, ord=2) ** 2)
         cap = torch.where(bound > 0, STEP_CAP / bound.clamp_min(torch.finfo(Z.dtype).tiny), lr * 2)
         trial = torch.minimum(lr * 2, cap)
         pending = torch.ones(N, dtype=torch.bool, device=Z.device)
@@ -237,8 +236,8 @@ class PartsAppearances:
             Pi = refine_parts(Z, A, P, iters=iters, lr=self._refine_lr() if lr is None else lr)
             was_dead = set(dead_parts(P))
             dead = [[k for k in row.nonzero().flatten().tolist() if k not in was_dead] for row in dead_parts(Pi)]
-            start = torch.tensor([unexplained(Z[i:i + 1], A, P) for i in range(Z.shape[0])])
-            end = torch.tensor([unexplained(Z[i:i + 1], A, Pi[i]) for i in range(Z.shape[0])])
+            before, zsq = _losses(Z, A, P)
+            start, end = before / zsq.clamp_min(1e-300), _losses(Z, A, Pi)[0] / zsq.clamp_min(1e-300)
         no_progress = (~(end < start)).nonzero().flatten().tolist()
         problems = []
         if any(dead):
@@ -398,6 +397,12 @@ def _step_bounds(sigma, A, P):
     times ``c^2``) and finite where the parts vanish, so steps taken under them cannot run away."""
     a = float(torch.linalg.eigvalsh((A.T @ A).double())[-1])
     p = float(torch.linalg.eigvalsh((P.T @ P).double())[-1])
+    return _bounds(sigma, a, p)
+
+
+def _bounds(sigma, a, p):
+    """The formula of :func:`_step_bounds` from ``sigma``, ``a = ||A||_2^2``, ``p = ||P||_2^2`` (floats or
+    tensors, e.g. per sample)."""
     return sigma * a * (4 + 12 * a * p), sigma * p * (4 + 12 * a * p)
 
 
@@ -426,11 +431,17 @@ def unexplained(Z, A, P):
     """Fraction of the features' energy the factors leave unexplained, ``sum_i L_i / sum_i ||Z_i||^2`` (float64).
 
     ``Z (N, C, S)``, ``A (C, Rc)``, parts ``P (S, Rs)`` or per-sample ``(N, S, Rs)``."""
+    loss, zsq = _losses(Z, A, P)
+    return float(loss.sum() / zsq.sum().clamp_min(1e-300))
+
+
+def _losses(Z, A, P):
+    """Per-sample losses ``L_i`` and energies ``||Z_i||^2``, ``(N,)`` float64 each."""
     Z, A, P = Z.double(), A.double(), P.double()
     Pn = P.expand(Z.shape[0], *P.shape) if P.dim() == 2 else P
     q, _, _ = _quad(Z, A, A.T @ A, Pn)
     zsq = Z.pow(2).sum((1, 2))
-    return float((zsq + q).sum() / zsq.sum().clamp_min(1e-300))
+    return zsq + q, zsq
 
 
 def _check_result(who, dead, start, end, check_on):
