@@ -48,8 +48,8 @@ def runs(G, feats):
     return run
 
 
-# Measured (200 steps, seed 0): (128, 8): batch 16 0.502, batch 1 0.498, batch 2 0.493; (96, 6): batch 16 0.527,
-# batch 4 0.540. Before this rule batch 1 and 2 collapsed (all parts zero, unexplained 1.0, step 1e38).
+# Measured (200 steps, seed 0): (128, 8): batch 16 0.502, batch 1 0.499, batch 2 0.494; (96, 6): batch 16 0.527,
+# batch 4 0.540. Before this rule batch 1 and 2 collapsed in longer runs (all parts zero, unexplained 1.0, step 1e38).
 @pytest.mark.parametrize("ranks,batch", [((128, 8), 1), ((128, 8), 2), ((96, 6), 4)])
 def test_small_batches_do_not_collapse(runs, ranks, batch):
     ref, pa = runs(ranks, 16), runs(ranks, batch)
@@ -58,8 +58,8 @@ def test_small_batches_do_not_collapse(runs, ranks, batch):
         assert float(r.parts.min()) >= 0 and bool(torch.isfinite(r.appearances).all())
         assert r.meta["held_out_end"] < 0.6 < r.meta["held_out_start"]
     assert abs(pa.meta["held_out_end"] - ref.meta["held_out_end"]) < 0.03
-    # every step stayed under its cap: the last steps are finite and small (the runaway reached 1e38)
-    assert math.isfinite(pa.meta["lr_parts"]) and pa.meta["lr_parts"] < 1.0
+    # the steps stayed under their cap: the last one is finite and small (measured about 1e-6; the runaway: 1e38)
+    assert math.isfinite(pa.meta["lr_parts"]) and pa.meta["lr_parts"] < 1e-4
 
 
 def test_history_running_mean_and_curve(runs):
@@ -83,15 +83,16 @@ def _matched_cosines(P, Q):
 def test_feature_scale_gives_the_same_parts(G, feats):
     # The loss is scale-free in the factors (features x c: loss x c^2) and so are the step bounds: the same parts.
     # Run-to-run spread, for comparison: the same features with the pool reversed (another batch order) give
-    # per-part cosines down to about 0.9; across scales 1e-3 / 1e3 they stay above 0.999.
+    # per-part cosines down to 0.82 and a held-out difference of 0.013; across scales 1e-3 / 1e3 the cosines are
+    # 1 - 3e-10 and 1 - 1e-9, the held-out differences 2e-7 and 5e-7 (measured).
     train, held = feats
     kw = dict(ranks=(64, 8), batch_size=16, iters=60, progress=False)
     base = lowrankedit.panda(G, LAYER, features=train, held_out=held, **kw)
     for scale in (1e-3, 1e3):
         pa = lowrankedit.panda(G, LAYER, features=train * scale, held_out=held * scale, **kw)
         cos = _matched_cosines(base.parts, pa.parts)
-        assert float(cos.min()) > 0.99, (scale, cos)
-        assert abs(pa.meta["held_out_end"] - base.meta["held_out_end"]) < 0.005
+        assert float(cos.min()) > 0.9999, (scale, cos)
+        assert abs(pa.meta["held_out_end"] - base.meta["held_out_end"]) < 1e-4
         assert pa.meta["dead_parts"] == [] and pa.meta["warnings"] == []
 
 
