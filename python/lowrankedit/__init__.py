@@ -4,7 +4,7 @@ import torch
 from ._ext import _C, build_info
 from . import ops, reference, models, metrics
 from .region import Region
-from .directions import Directions, edit
+from .directions import Directions, edit, orthogonalize
 from .gram import Gram
 from .methods.panda import panda, PartsAppearances
 from .methods.lelsd import lelsd, localization_score
@@ -43,7 +43,7 @@ def info():
 
 
 __all__ = [
-    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "orthogonalize", "Gram",
     "panda",
     "PartsAppearances",
     "lelsd",
