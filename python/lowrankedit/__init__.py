@@ -13,6 +13,8 @@ from .methods.resefa import resefa, resefa_from_factors
 from .methods.lowrankgan import lowrankgan
 from .jacobian_gram import jacobian_gram
 # [methods: imports]
+from .evaluate import evaluate, Evaluation, PartEdit
+from . import fileformat
 
 __version__ = build_info().get("version", "0.1.0")
 
@@ -53,4 +55,5 @@ __all__ = [
     "lowrankgan",
     "jacobian_gram",
     # [methods: names]
+    "evaluate", "Evaluation", "PartEdit", "fileformat",
 ]
