@@ -153,4 +153,5 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "tqdm", "pillow"],
+    entry_points={"console_scripts": ["lowrankedit = lowrankedit.cli:main"]},
 )
