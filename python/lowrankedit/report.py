@@ -27,7 +27,7 @@ from .evaluate import EVAL_SEED, evaluate, render
 STRIP_FRACTIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
-def heatmap(change, mask, scale=3):
+def heatmap(change, mask, scale=2):
     """A PIL picture of a per-pixel change map ``(H, W)`` (>= 0), normalized to its maximum, with the region
     outlined: black (no change) through red and yellow to white (the largest change)."""
     c = change.detach().double().cpu()
@@ -41,7 +41,7 @@ def heatmap(change, mask, scale=3):
 def _strip(G, source, z, alpha):
     images = render(G, source, z, [f * alpha for f in STRIP_FRACTIONS])  # (n, k, 3, H, W)
     k = images.shape[1]
-    return viz.image_grid(images.flatten(0, 1), nrow=k, scale=3)
+    return viz.image_grid(images.flatten(0, 1), nrow=k, scale=2)
 
 
 def _mean_change(G, source, z, alpha, chunk=16):
@@ -118,7 +118,7 @@ def _params_of(edit):
 _CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}
 th{background:#eee}td:first-child{text-align:left}.pics{display:flex;flex-wrap:wrap;gap:16px}
-.pic{border:1px solid #ddd;padding:6px}.pic img{image-rendering:pixelated;display:block}
+.pic{border:1px solid #ddd;padding:6px;max-width:560px}.row{display:flex;gap:8px;align-items:flex-start}.pic img{image-rendering:pixelated;display:block}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.best{font-weight:bold}"""
 
 
@@ -155,11 +155,11 @@ def _html(sections, settings, params):
         out.append("</table><div class='pics'>")
         fr = ", ".join(f"{f:+g}" for f in STRIP_FRACTIONS)
         for method, alpha, strip, heat in pics:
-            out.append(f"<div class='pic'><b>{e(method)}</b> (&alpha; = {alpha:.3g})<br>"
-                       f"<img src='{e(strip)}' alt='{e(method)} edit strip'><small>rows: held-out faces; columns: "
-                       f"{fr} &times; &alpha;</small><br><img src='{e(heat)}' alt='{e(method)} change heatmap'>"
-                       "<small>mean squared change over the held-out faces and both signs (region outlined)</small>"
-                       "</div>")
+            out.append(f"<div class='pic'><b>{e(method)}</b> (&alpha; = {alpha:.3g})<div class='row'>"
+                       f"<img src='{e(strip)}' alt='{e(method)} edit strip'>"
+                       f"<img src='{e(heat)}' alt='{e(method)} change heatmap'></div><small>left: held-out faces "
+                       f"(rows) at {fr} &times; &alpha; (columns); right: mean squared change over the held-out faces "
+                       "and both signs, region outlined</small></div>")
         out.append("</div>")
     out.append("<h2>Parameters</h2><pre>" + e(json.dumps(settings, indent=1)) + "</pre>")
     out.append("<pre>" + e(json.dumps(params, indent=1)) + "</pre></body></html>")
