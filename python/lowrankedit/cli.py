@@ -46,10 +46,13 @@ def _floats(text, what):
     try:
         vals = [float(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise UsageError(f"{what}: expected comma-separated numbers such as -3,-1.5,0,1.5,3, got {text!r}") from None
+        raise UsageError(f"{what}: expected comma-separated numbers such as --alphas=-3,-1.5,0,1.5,3, got {text!r}") from None
     if not vals:
         raise UsageError(f"{what}: expected at least one number, got {text!r}")
     return vals
+
+
+_DCGAN = {}
 
 
 def generator(spec, space=None, device="cpu"):
@@ -64,7 +67,9 @@ def generator(spec, space=None, device="cpu"):
     if spec == "dcgan":
         if space not in (None, "z"):
             raise UsageError(f"--space: the DCGAN has only its z space (R^100); expected z, got {space!r}")
-        return le.models.dcgan_digiface(device=device)
+        if device not in _DCGAN:  # frozen weights: one copy per process serves every command run in it
+            _DCGAN[device] = le.models.dcgan_digiface(device=device)
+        return _DCGAN[device]
     if spec == "stylegan2":
         make = getattr(le.models, "stylegan2", None)
         if make is None:
@@ -318,7 +323,8 @@ def build_parser():
 
     e = sub.add_parser("edit", help="render edits along a directions file; writes DIR/edit_<file>.png")
     e.add_argument("--directions", required=True, help="a file written by discover")
-    e.add_argument("--alphas", default="-3,-1.5,0,1.5,3", help="comma-separated strengths")
+    e.add_argument("--alphas", default="-3,-1.5,0,1.5,3", help="comma-separated strengths; write --alphas=-3,0,3 "
+                   "(with =) when the first is negative")
     e.add_argument("--index", type=int, default=0, help="which direction of the file (default 0, the best)")
     common(e)
 
