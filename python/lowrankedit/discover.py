@@ -47,7 +47,7 @@ def discover(G, method, region, *, faces=8, seed=0, preset="default", gram=None,
     -------
     Directions or PartEdit
     """
-    from . import lelsd, lowrankgan, resefa
+    from . import lelsd, resefa
     from .segmenters import StaticRegion
 
     if method not in METHODS:
@@ -59,7 +59,7 @@ def discover(G, method, region, *, faces=8, seed=0, preset="default", gram=None,
             gram = region_gram(G, region, faces=faces, seed=seed, progress=progress)
             t0 = time.perf_counter()
         before = float(gram.meta.get("seconds", 0.0))
-        out = lowrankgan(gram, preset=preset) if method == "lowrankgan" else resefa(gram, k=8, preset=preset)
+        out = _lowrankgan_nonempty(gram, preset) if method == "lowrankgan" else resefa(gram, k=8, preset=preset)
         out.meta.setdefault("region", region.to_dict())
         out.meta.setdefault("generator", fingerprint(G))
         out.meta["params"] = {**out.meta.get("params", {}), "faces": faces, "seed": seed, "preset": preset}
@@ -74,6 +74,25 @@ def discover(G, method, region, *, faces=8, seed=0, preset="default", gram=None,
         out = select_part_edit(G, parts, region, faces=faces, seed=seed)
     out.meta["seconds"] = before + time.perf_counter() - t0
     return out
+
+
+def _lowrankgan_nonempty(gram, preset, tries=6):
+    """LowRankGAN at the paper's ``lamb = 1/60``; where the optimum puts the whole region Gram into the sparse part
+    (no direction: seen with few faces), ``lamb`` is raised 1.25x at a time, as the method's warning advises. The
+    ``lamb`` used is in ``meta["params"]``."""
+    import warnings
+    from . import lowrankgan
+
+    lamb = 1 / 60
+    for _ in range(tries):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = lowrankgan(gram, lamb=lamb, preset=preset)
+        if len(out):
+            return out
+        lamb *= 1.25
+    raise ValueError(f"lowrankgan: no direction for this region up to lamb = {lamb / 1.25:.4g}; average the Grams "
+                     "over more faces (--faces)")
 
 
 def region_gram(G, region, *, faces=8, seed=0, progress=False):
