@@ -14,6 +14,8 @@ from . import fileformat
 from .directions import Directions, edit
 from .metrics import localization_score, masked_mse, rms_inside
 from .region import Region
+from .methods.lelsd_objective import (IMAGE, _feature_layers, _forward, _segment, combine_masks,
+                                      feature_localization_score, resize_mask)
 
 #: Seed of the held-out latents (no discovery default draws it: those use seeds 0.. and seed * 1_000_003 + step).
 EVAL_SEED = 20261201
@@ -309,3 +311,64 @@ def evaluate(G, edits, region, *, samples=32, seed=EVAL_SEED, target=0.1, calibr
               "calibration_samples": calibration_samples, "calibration_seed": seed + 1, "region": region_desc,
               "signs": [-1, 1]}
     return Evaluation(rows, per_edit, params)
+
+
+def held_out_scores(G, segmenter, directions, latents, *, alphas=(-3.0, -1.5, 1.5, 3.0), mask_combine="average",
+                    layers=None, layer_weights=None, chunk=16):
+    """LELSD's held-out scores: image-level (and feature-level) localization of directions on given latents.
+
+    Parameters
+    ----------
+    G : generator
+    segmenter : callable
+        ``segmenter(images, features) -> masks (N, h, w)`` in [0, 1].
+    directions : Directions or torch.Tensor
+        ``(k, *latent_shape)`` (any norm: the edit is ``latents + alpha * direction``) or one ``(*latent_shape)``.
+    latents : torch.Tensor
+        ``(n, *latent_shape)`` held-out codes.
+    alphas : sequence of float
+        Edit strengths; the scores are averaged over them and over the samples.
+    mask_combine : {"average", "union", "intersection"}
+        How the original and edited images' masks are combined.
+    layers, layer_weights : optional
+        The layers of the feature-level score (default: all of ``G.layers``) and their weights.
+
+    Returns
+    -------
+    (image_scores, feature_scores) : tuple of torch.Tensor
+        Each ``(k,)`` float64: :func:`localization_score` of the images with the combined mask resized to the image
+        (bilinear, ``align_corners=True``), and :func:`feature_localization_score` over ``layers``.
+    """
+    vecs = directions.vectors if isinstance(directions, Directions) else directions
+    shape = tuple(G.latent_shape)
+    if tuple(vecs.shape) == shape:
+        vecs = vecs[None]
+    if tuple(vecs.shape[1:]) != shape:
+        raise ValueError(f"held_out_scores: expected directions of shape (k, {', '.join(map(str, shape))}), "
+                         f"got {tuple(vecs.shape)}")
+    layers = list(G.layers) if layers is None else list(layers)
+    feat_layers = _feature_layers(G, layers, segmenter)
+    alphas = [float(a) for a in alphas]
+    k = vecs.shape[0]
+    img_sum = torch.zeros(k, dtype=torch.float64)
+    feat_sum = torch.zeros(k, dtype=torch.float64)
+    count = 0
+    with torch.no_grad():
+        for start in range(0, latents.shape[0], chunk):
+            z = latents[start:start + chunk]
+            f0, x0 = _forward(G, z, feat_layers, True)
+            f0[IMAGE] = x0
+            m0 = _segment(segmenter, x0, f0, "held_out_scores")
+            for i in range(k):
+                d = vecs[i].to(z)
+                for a in alphas:
+                    f1, x1 = _forward(G, z + a * d, feat_layers, True)
+                    f1[IMAGE] = x1
+                    m1 = _segment(segmenter, x1, f1, "held_out_scores")
+                    m = combine_masks(m0, m1, mask_combine)
+                    img_sum[i] += localization_score(x0, x1, resize_mask(m, *x0.shape[-2:]).clamp(0, 1),
+                                                     reduction="none").double().sum()
+                    feat_sum[i] += feature_localization_score({l: f0[l] for l in layers}, {l: f1[l] for l in layers},
+                                                              m, weights=layer_weights).double().sum()
+            count += z.shape[0] * len(alphas)
+    return img_sum / count, feat_sum / count
