@@ -66,6 +66,8 @@ def render(G, source, latents, alphas):
     with ``render(G, latents, alphas)`` (a :class:`PartEdit`).
     """
     if isinstance(source, Directions):
+        if len(source) == 0:
+            raise ValueError(f"evaluate: got a Directions with no direction (method {source.meta.get('method')!r})")
         return edit(G, latents, source.vectors[0], list(alphas))
     if isinstance(source, torch.Tensor):
         return edit(G, latents, source, list(alphas))
