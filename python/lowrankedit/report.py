@@ -118,7 +118,8 @@ def _params_of(edit):
 _CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}
 th{background:#eee}td:first-child{text-align:left}.pics{display:flex;flex-wrap:wrap;gap:16px}
-.pic{border:1px solid #ddd;padding:6px;max-width:560px}.row{display:flex;gap:8px;align-items:flex-start}.pic img{image-rendering:pixelated;display:block}
+.pic{border:1px solid #ddd;padding:6px;flex:0 0 auto}.pic small{display:block;max-width:800px}
+.row{display:flex;gap:8px;align-items:flex-start}.row img{flex:0 0 auto}.pic img{image-rendering:pixelated;display:block}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.best{font-weight:bold}"""
 
 
