@@ -4,7 +4,7 @@ import torch
 from ._ext import _C, build_info
 from . import ops, reference, models, metrics
 from .region import Region
-from .directions import Directions, edit
+from .directions import Directions, edit, orthogonalize
 from .gram import Gram
 from .methods.panda import panda, PartsAppearances
 from .methods.lelsd import lelsd, localization_score
@@ -13,6 +13,8 @@ from .methods.resefa import resefa, resefa_from_factors
 from .methods.lowrankgan import lowrankgan
 from .jacobian_gram import jacobian_gram
 # [methods: imports]
+from .evaluate import evaluate, Evaluation, PartEdit
+from . import fileformat
 
 __version__ = build_info().get("version", "0.1.0")
 
@@ -43,7 +45,7 @@ def info():
 
 
 __all__ = [
-    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "orthogonalize", "Gram",
     "panda",
     "PartsAppearances",
     "lelsd",
@@ -53,4 +55,5 @@ __all__ = [
     "lowrankgan",
     "jacobian_gram",
     # [methods: names]
+    "evaluate", "Evaluation", "PartEdit", "fileformat",
 ]

@@ -68,8 +68,52 @@ class Directions:
                 f"scores={[round(float(s), 4) for s in self.scores[:4]]})")
 
 
-def edit(G, latents, direction, alphas):
-    """Images of ``latents + alpha * direction`` for every alpha.
+def orthogonalize(direction, others):
+    """``direction`` with its component in the span of ``others`` removed, rescaled to unit norm.
+
+    Parameters
+    ----------
+    direction : torch.Tensor
+        ``(*latent_shape)``.
+    others : torch.Tensor or Directions
+        ``(r, *latent_shape)`` (any norms, need not be orthogonal to each other) or one ``(*latent_shape)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(*latent_shape)`` unit norm, orthogonal to every row of ``others`` (to rounding).
+
+    Notes
+    -----
+    ``d' = d - Q Q^T d`` with ``Q`` an orthonormal basis of the rows of ``others`` (reduced QR, in float64), then
+    ``d' / ||d'||``. Raises ``ValueError`` when ``d`` lies in that span (nothing is left).
+
+    Examples
+    --------
+    >>> d = orthogonalize(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([[1.0, 0.0, 0.0]]))
+    >>> d.tolist()
+    [0.0, 1.0, 0.0]
+    """
+    others = others.vectors if isinstance(others, Directions) else others
+    if not isinstance(others, torch.Tensor) or not isinstance(direction, torch.Tensor):
+        raise TypeError("orthogonalize: expected direction and others as tensors (others may be a Directions)")
+    shape = tuple(direction.shape)
+    if tuple(others.shape) == shape:
+        others = others[None]
+    if tuple(others.shape[1:]) != shape:
+        raise ValueError(f"orthogonalize: expected others of shape (r, {', '.join(map(str, shape))}), "
+                         f"got {tuple(others.shape)}")
+    d = direction.detach().reshape(-1).double()
+    Q, _ = torch.linalg.qr(others.detach().reshape(others.shape[0], -1).double().to(d.device).T)
+    rest = d - Q @ (Q.T @ d)
+    norm = rest.norm()
+    if not norm > 1e-8 * max(float(d.norm()), 1e-300):
+        raise ValueError("orthogonalize: the direction lies in the span of the others; nothing is left of it")
+    return (rest / norm).reshape(shape).to(direction)
+
+
+def edit(G, latents, direction, alphas, *, orthogonal_to=None):
+    """Images of ``latents + alpha * direction`` for every alpha; per-latent strengths and chained edits too.
 
     Parameters
     ----------
@@ -77,29 +121,58 @@ def edit(G, latents, direction, alphas):
     latents : torch.Tensor
         ``(n, *latent_shape)``.
     direction : torch.Tensor or Directions
-        ``(*latent_shape)``, or a ``Directions`` of length 1 (use ``dirs[i]`` to pick one).
-    alphas : sequence of float
+        One direction ``(*latent_shape)`` (or a ``Directions`` of length 1); or a chain of ``m`` directions,
+        ``(m, *latent_shape)`` (or a ``Directions`` of length ``m``), moved along together.
+    alphas : sequence of float or torch.Tensor
+        One direction: ``(k,)`` strengths for every latent, or ``(n, k)``, each latent its own. A chain: ``(k, m)``,
+        row ``j`` holding the strength of each direction in edit ``j``, or ``(n, k, m)``.
+    orthogonal_to : torch.Tensor or Directions, optional
+        ``(r, *latent_shape)``: first make every direction orthogonal to these (:func:`orthogonalize`), so the edit
+        leaves the attributes they control alone (to first order).
 
     Returns
     -------
     torch.Tensor
-        ``(n, len(alphas), 3, H, W)``.
+        ``(n, k, 3, H, W)``: edit ``j`` of latent ``i`` is ``G(z_i + sum_c alphas[i, j, c] * d_c)``.
+
+    Examples
+    --------
+    >>> import lowrankedit as le
+    >>> G = le.models.dcgan_digiface()
+    >>> z, d = G.sample_latents(2), torch.eye(100)[:2]
+    >>> le.edit(G, z, d[0], [-1.0, 1.0]).shape, le.edit(G, z, d, [[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]).shape
+    (torch.Size([2, 2, 3, 64, 64]), torch.Size([2, 3, 3, 64, 64]))
     """
     from .models.protocol import check_latents
 
-    if isinstance(direction, Directions):
-        if len(direction) != 1:
-            raise ValueError(f"edit: expected one direction, got a Directions of length {len(direction)}; index it")
-        direction = direction.vectors[0]
     check_latents(G, latents, "edit")
-    if tuple(direction.shape) != tuple(G.latent_shape):
-        raise ValueError(f"edit: expected direction of shape {tuple(G.latent_shape)}, got {tuple(direction.shape)}")
-    alphas = torch.as_tensor(alphas, dtype=latents.dtype, device=latents.device).flatten()
-    if not torch.isfinite(alphas).all():
+    shape = tuple(G.latent_shape)
+    vecs = direction.vectors if isinstance(direction, Directions) else direction
+    if not isinstance(vecs, torch.Tensor):
+        raise TypeError(f"edit: expected direction as a tensor or Directions, got {type(direction).__name__}")
+    chain = tuple(vecs.shape) != shape
+    if chain and (vecs.dim() != len(shape) + 1 or tuple(vecs.shape[1:]) != shape):
+        raise ValueError(f"edit: expected direction of shape {shape}, got {tuple(vecs.shape)} (a chain of m "
+                         f"directions: (m, {', '.join(map(str, shape))}))")
+    vecs = (vecs if chain else vecs[None]).to(latents)                                # (m, *shape)
+    if orthogonal_to is not None:
+        vecs = torch.stack([orthogonalize(v, orthogonal_to) for v in vecs])
+    n, m = latents.shape[0], vecs.shape[0]
+    a = torch.as_tensor(alphas, dtype=latents.dtype, device=latents.device)
+    if not chain:
+        a = a[..., None]                                                              # one direction: m = 1
+    if isinstance(direction, Directions) and len(direction) > 1 and a.dim() < 2:
+        raise ValueError(f"edit: got a Directions of length {m} and alphas {tuple(a.shape[:-1])}; index it for one "
+                         f"direction, or pass alphas of shape (k, {m}) to chain them")
+    if a.dim() == 2:
+        a = a.expand(n, *a.shape)
+    if a.dim() != 3 or a.shape[0] != n or a.shape[2] != m:
+        want = f"(k,) or ({n}, k)" if not chain else f"(k, {m}) or ({n}, k, {m})"
+        raise ValueError(f"edit: expected alphas of shape {want}, got {tuple(torch.as_tensor(alphas).shape)}")
+    if not torch.isfinite(a).all():
         raise ValueError("edit: alphas contain NaN or Inf")
-    d = direction.to(latents)
-    n, k = latents.shape[0], alphas.numel()
-    moved = latents[:, None] + alphas.view(1, k, *([1] * d.dim())) * d
+    k = a.shape[1]
+    moved = latents[:, None] + torch.einsum("nkm,md->nkd", a, vecs.reshape(m, -1)).reshape(n, k, *shape)
     with torch.no_grad():
-        images = G.synthesize(moved.reshape(n * k, *latents.shape[1:]))
+        images = G.synthesize(moved.reshape(n * k, *shape))
     return images.reshape(n, k, *images.shape[1:])

@@ -155,3 +155,25 @@ def _num_parts(parts):
     if isinstance(p, torch.Tensor) and p.dim() == 2:
         return int(p.shape[1])
     return None
+
+
+def check_masks(masks, images, who="lelsd"):
+    """Validate what a segmenter returned for ``images (N, 3, H, W)``: ``(N, h, w)`` floats in [0, 1], no NaN.
+
+    Returns the masks as a float tensor on the images' device (bool and integer masks are converted).
+    """
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"{who}: expected the segmenter to return a torch.Tensor, got {type(masks).__name__}")
+    n = images.shape[0]
+    if masks.dim() != 3 or masks.shape[0] != n or masks.shape[1] <= 0 or masks.shape[2] <= 0:
+        raise ValueError(f"{who}: expected the segmenter to return masks of shape ({n}, h, w) for {n} images, "
+                         f"got {tuple(masks.shape)}")
+    if not masks.is_floating_point():
+        masks = masks.to(images.dtype if images.is_floating_point() else torch.float32)
+    masks = masks.to(images.device)
+    if torch.isnan(masks).any():
+        raise ValueError(f"{who}: the segmenter returned masks containing NaN")
+    lo, hi = float(masks.min()), float(masks.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{who}: expected the segmenter's mask values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return masks

@@ -27,7 +27,13 @@ def _right_singular_basis(L, M, rank):
     return torch.cat([low, null @ Q.flip(-1)], dim=1)
 
 
-def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=10000, progress=False):
+#: The robust-PCA solver per preset: ``"default"`` the fast certified one, ``"official"`` the official iteration and
+#: stopping rule (same ``lamb``, the paper's 1/60).
+PRESETS = {"default": {"method": "ialm"}, "official": {"method": "official"}}
+
+
+def lowrankgan(gram, *, lamb=1 / 60, relax=0, method=None, tol=1e-7, max_iter=10000, progress=False,
+               preset="default"):
     """Directions that edit the region and (to first order) nothing else, by LowRankGAN's low-rank factorization.
 
     Parameters
@@ -39,12 +45,15 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     relax : int
         The null space of the background is taken past ``rank_b - relax`` singular vectors (``0 <= relax < D``):
         a larger ``relax`` keeps a bigger, less strict null space.
-    method : {"ialm", "official"}
+    method : {"ialm", "official"}, optional
         Robust-PCA solver (see :func:`lowrankedit.ops.rpca`); ``"official"`` repeats the official iteration.
+        Default from ``preset``.
     tol, max_iter : float, int
         Passed to :func:`lowrankedit.ops.rpca`.
     progress : bool
         Show the robust-PCA progress bar.
+    preset : {"default", "official"}
+        Fills ``method`` when it is ``None`` (see :data:`PRESETS`).
 
     Returns
     -------
@@ -80,6 +89,9 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     True
     """
     op = "lowrankgan"
+    if preset not in PRESETS:
+        raise ValueError(f"{op}: expected preset in {tuple(PRESETS)}, got {preset!r}")
+    method = PRESETS[preset]["method"] if method is None else method
     if not isinstance(gram, Gram):
         raise TypeError(f"{op}: expected a lowrankedit.Gram, got {type(gram).__name__}")
     D = gram.dim
@@ -120,7 +132,7 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
         "latent_space": gram.meta.get("latent_space"),
         "generator": gram.meta.get("generator"),
         "region": gram.meta.get("region"),
-        "params": {"lamb": float(lamb), "relax": int(relax), "rpca_method": method, "tol": tol,
+        "params": {"lamb": float(lamb), "relax": int(relax), "rpca_method": method, "preset": preset, "tol": tol,
                    "max_iter": max_iter},
         "rank_f": rank_f,
         "rank_b": rank_b,

@@ -47,21 +47,28 @@ def _meta(base, **extra):
     return meta
 
 
-def resefa(gram, *, tau=1e-3, k=None, route="auto"):
+#: ``tau`` per preset: ``"default"`` regularizes (the paper's Eq. 10; needed on the DCGAN, whose background Gram has
+#: condition 2e4), ``"official"`` is the official script's default (no regularization).
+PRESETS = {"default": {"tau": 1e-3}, "official": {"tau": 0.0}}
+
+
+def resefa(gram, *, tau=None, k=None, route="auto", preset="default"):
     """Directions that edit the region of ``gram`` and leave its background alone (ReSeFa, Eqs. 7-11).
 
     Parameters
     ----------
     gram : lowrankedit.Gram
         ``fg``, ``bg`` ``(D, D)`` (each normalized by its pixel count), ``latent_shape`` with ``prod = D``.
-    tau : float
+    tau : float, optional
         Regularization ``bg + tau tr(bg) I`` (Eq. 10), ``>= 0``; default ``1e-3`` as in the paper.
-        ``tau = 0`` reproduces the official default and raises when ``bg`` is singular.
+        ``tau = 0`` (``preset="official"``) reproduces the official default and raises when ``bg`` is singular.
     k : int, optional
         Number of directions, largest generalized eigenvalue first; default all ``D``.
     route : {"auto", "dense", "woodbury"}
         A ``Gram`` holds dense ``(D, D)`` matrices, so only the dense route applies here ("auto" = "dense");
         "woodbury" needs the background as a thin factor: use :func:`resefa_from_factors`.
+    preset : {"default", "official"}
+        Fills ``tau`` when it is ``None`` (see :data:`PRESETS`).
 
     Returns
     -------
@@ -86,6 +93,9 @@ def resefa(gram, *, tau=1e-3, k=None, route="auto"):
     (torch.Size([2, 6]), 'dense')
     """
     op = "resefa"
+    if preset not in PRESETS:
+        raise ValueError(f"{op}: expected preset in {tuple(PRESETS)}, got {preset!r}")
+    tau = PRESETS[preset]["tau"] if tau is None else tau
     if not isinstance(gram, Gram):
         raise TypeError(f"{op}: expected a lowrankedit.Gram, got {type(gram).__name__}; "
                         "for Jacobian factors use lowrankedit.resefa_from_factors(Jf, Jb)")
@@ -99,7 +109,7 @@ def resefa(gram, *, tau=1e-3, k=None, route="auto"):
         raise ValueError(f"{op}: Gram latent_shape {gram.latent_shape} does not match D = {D}")
     k = _check_k(k, D, op)
     w, X = generalized_eigh(gram.fg, gram.bg, tau)
-    meta = _meta(gram.meta, tau=float(tau), route="dense", k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
+    meta = _meta(gram.meta, tau=float(tau), preset=preset, route="dense", k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
                  latent_shape=list(gram.latent_shape))
     return _directions(w, X, k, gram.latent_shape, meta)
 

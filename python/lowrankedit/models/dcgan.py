@@ -118,3 +118,16 @@ def dcgan_mouth_region():
     from ..region import Region
 
     return Region.box(42, 20, 14, 24, size=(64, 64), name="mouth")
+
+
+#: Named boxes ``(top, left, height, width)`` on the DCGAN's aligned 64x64 faces (read off the mean of many samples).
+DCGAN_BOXES = {"eyes": (22, 14, 12, 36), "nose": (32, 25, 10, 14), "mouth": (42, 20, 14, 24)}
+
+
+def dcgan_region(name):
+    """A named face region of the DCGAN (``"eyes"``, ``"nose"`` or ``"mouth"``) as a ``Region``."""
+    from ..region import Region
+
+    if name not in DCGAN_BOXES:
+        raise ValueError(f"dcgan_region: expected one of {sorted(DCGAN_BOXES)}, got {name!r}")
+    return Region.box(*DCGAN_BOXES[name], size=(64, 64), name=name)
