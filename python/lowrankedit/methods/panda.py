@@ -11,6 +11,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..gram import _atomic_save
 from ..models.protocol import check_generator, check_latents, check_layer, fingerprint
 from ..ops.panda_grad import panda_step
@@ -404,15 +405,16 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
     history, relative = [], []
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(int(iters)), desc=f"panda {layer}", disable=not progress, leave=False)
+    bar = tqdm(range(int(iters)), desc=f"panda {layer}", disable=not distributed.show_progress(progress), leave=False)
     for _ in bar:
         idx = torch.randperm(N, generator=gen)[:B].to(Z.device)
         Zb = Z.index_select(0, idx)
         zsq = float(Zb.double().pow(2).sum())
         if lr_P is None:  # first step: a scale-free guess the line search corrects
             lr_P = lr_A = 1.0 / zsq
-        out = panda_step(Zb, A, P, 2 * lr_P if line_search else lr_P, 2 * lr_A if line_search else lr_A,
-                         line_search=line_search, max_backtracks=20)
+        step = distributed.panda_step if distributed.active() else panda_step  # data-parallel over the batch
+        out = step(Zb, A, P, 2 * lr_P if line_search else lr_P, 2 * lr_A if line_search else lr_A,
+                   line_search=line_search, max_backtracks=20)
         A, P = out.appearances, out.parts
         if line_search:  # keep the accepted step; a block that found no decrease restarts 2^-10 smaller
             lr_P = out.lr_parts if out.lr_parts > 0 else lr_P * 2.0 ** -10
