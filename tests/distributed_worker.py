@@ -102,6 +102,7 @@ def main(scenario, out):
             result.update(ok=False, error=str(exc), failed_at=time.time(), share_done_at=dying.last_call)
     elif scenario == "launch":
         result["sum"] = float(dist.all_reduce_sum(torch.tensor([float(r + 1)]))[0])
+        result["master_addr"] = os.environ.get("MASTER_ADDR")
     else:
         raise SystemExit(f"distributed_worker: unknown scenario {scenario!r}")
     torch.save(result, os.path.join(out, f"rank{r}.pt"))

@@ -142,6 +142,7 @@ def test_launch_runs_torchrun(tmp_path):
     for r in range(2):
         res = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)
         assert (res["rank"], res["world"], res["sum"]) == (r, 2, 3.0)
+        assert res["master_addr"] in ("localhost", "127.0.0.1")  # --standalone: the rendezvous stays on loopback
 
 
 def test_split_is_a_partition():
@@ -153,7 +154,7 @@ def test_split_is_a_partition():
 
 
 def test_without_a_process_group_it_is_the_single_process_code(tmp_path):
-    assert not dist.active() and dist.world_size() == 1 and dist.rank() == 0
+    assert not dist.active() and dist.world_size() == 1 and dist.rank() == 0 and not dist.launched()
     assert dist.work_items(2, 3, by_chunk=True) == {0: [0, 1, 2], 1: [0, 1, 2]}
     t = torch.ones(3)
     assert dist.all_reduce_sum(t) is t

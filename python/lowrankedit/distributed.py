@@ -525,6 +525,12 @@ def atomic_write_if_all_finished(path, write, tag="write"):
     agree(f"{tag}: {path}", error)
 
 
+def launched():
+    """Whether this process is one of the ranks a launcher started (torchrun sets ``RANK`` and ``WORLD_SIZE``):
+    the command line then calls :func:`init` instead of launching again."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
 def launch(argv, nproc, *, module="lowrankedit", env=None, timeout_s=None):
     """Run ``python -m <module> <argv...>`` on ``nproc`` local ranks under torchrun and return its exit code.
 
