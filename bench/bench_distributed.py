@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -80,7 +81,7 @@ def main(argv=None):
     if args.worker:
         _worker(args.worker, args.faces)
         return
-    tmp = os.path.join(ROOT, "bench", "results", ".distributed_tmp.pt")
+    tmp = os.path.join(tempfile.mkdtemp(prefix="bench_distributed_"), "gram.pt")
     load_before = os.getloadavg()
     times = {1: [], 2: []}
     grams = {}
@@ -125,7 +126,7 @@ def main(argv=None):
 
 def test_bench_distributed_two_ranks(benchmark):
     """Two ranks, 2 faces (the full table: ``python bench/bench_distributed.py``)."""
-    tmp = os.path.join(ROOT, "bench", "results", ".distributed_pytest.pt")
+    tmp = os.path.join(tempfile.mkdtemp(prefix="bench_distributed_"), "gram.pt")
     try:
         res = benchmark.pedantic(run, args=(2, 2, tmp), rounds=1, iterations=1)
     finally:

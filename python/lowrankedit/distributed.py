@@ -229,7 +229,8 @@ def _lost_store(tag, exc):
 
 def wait_all(tag):
     """Barrier with a fault timeout: returns once every rank has arrived here; raises :class:`DistributedError`
-    naming the first rank that has neither arrived nor heartbeated for :func:`timeout` seconds.
+    naming the first rank that has neither arrived nor heartbeated for :func:`timeout` seconds. The arrivals are
+    marked in the store (which names the missing rank); a ``torch.distributed`` barrier follows.
 
     Every rank must call the same sequence of barriers (as with any collective)."""
     if not active():
@@ -264,11 +265,23 @@ def wait_all(tag):
         raise
     except Exception as exc:
         raise _lost_store(tag, exc) from exc
+    # Everyone has arrived. End with a real barrier too, so that no rank leaves (and, on rank 0, takes the store with
+    # it) while another is still polling the store.
+    _collective(tag, _barrier)
     if k > 1:  # everyone passed barrier k - 1: its key is no longer read
         try:
             store.delete_key(f"{base}/arrive/{k - 1}/{me}")
         except Exception:  # only tidiness
             pass
+
+
+def _barrier():
+    import torch.distributed as dist
+
+    if "nccl" in str(dist.get_backend()).lower():
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
 
 
 def _comm_device(t):
