@@ -101,7 +101,8 @@ def main(argv=None):
     med = {n: statistics.median(t) for n, t in times.items()}
     lo = {n: min(t) for n, t in times.items()}
     rows = [
-        "| processes (1 thread each) | seconds, median (min) | per face | speed-up vs 1 process | rel. diff vs 1 process |",
+        "| processes (1 thread each) | seconds, median (min) | per face | speed-up vs 1 process "
+        "| rel. diff vs 1 process |",
         "|---|---|---|---|---|",
         f"| 1 (no process group) | {med[1]:.2f} ({lo[1]:.2f}) | {med[1] / args.faces:.3f} | 1.00x | - |",
         f"| 2 (gloo, 127.0.0.1) | {med[2]:.2f} ({lo[2]:.2f}) | {med[2] / args.faces:.3f} | "
@@ -109,8 +110,8 @@ def main(argv=None):
     ]
     header = (f"# jacobian_gram over {args.faces} DCGAN faces (64x64, z in R^100, mouth box, route "
               f"{grams[1]['mode']}), 1 vs 2 processes, CPU float32\n\n"
-              f"torch {torch.__version__}, {os.cpu_count()} CPU cores, 1 thread per process; {args.repeats} runs of each, "
-              f"alternating. Load average (1, 5, 15 min) before: {', '.join(f'{v:.1f}' for v in load_before)}; "
+              f"torch {torch.__version__}, {os.cpu_count()} CPU cores, 1 thread per process; {args.repeats} runs of "
+              f"each, alternating. Load average (1, 5, 15 min) before: {', '.join(f'{v:.1f}' for v in load_before)}; "
               f"after: {', '.join(f'{v:.1f}' for v in load_after)}: the machine was shared with other jobs.\n\n"
               f"Command: `python bench/bench_distributed.py --faces {args.faces} --repeats {args.repeats}`\n")
     table = "\n".join(rows)
