@@ -87,6 +87,12 @@ def main(scenario, out):
         result["gram_mf"] = le.jacobian_gram(G, z[:1], region, mode="matrix_free", chunk=MF_CHUNK, progress=False)
         M, lamb = rpca_inputs()
         result["rpca"] = le.ops.rpca(M, lamb)
+        bad = M.clone()
+        bad[2, 0, 0] = float("nan")  # matrix 2 is rank 1's share (split(3): [0, 1] and [2])
+        try:
+            le.ops.rpca(bad)
+        except Exception as exc:
+            result["bad"] = (type(exc).__name__, str(exc))
         result["eigh"] = tuple(le.ops.generalized_eigh(*eigh_inputs()))
         pa = panda_run(*panda_inputs())
         result["panda"] = (pa.appearances, pa.parts, pa.meta["history"])

@@ -36,7 +36,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_ranks(scenario, out, world=2, limit_s=100):
+def _run_ranks(scenario, out, world=2, limit_s=300):  # a guard against hangs (a run takes 20-40 s)
     port = str(_free_port())
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "distributed_worker.py"), scenario, str(out)],
                               env=_env(RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r), MASTER_PORT=port),
@@ -92,6 +92,13 @@ def test_batched_rpca_equals_single_process(equal_run):
             assert _rel(S[b], S_ref[b]) < 1e-10, (res["rank"], b)
         for k in ("iterations", "converged", "rank", "lamb"):
             assert torch.equal(info[k], info_ref[k]), (res["rank"], k, info[k], info_ref[k])
+
+
+def test_a_failing_share_fails_every_rank(equal_run):
+    r0, r1 = (res["bad"] for res in equal_run[1])
+    assert r1[0] == "ValueError" and "rpca: expected M to be finite" in r1[1], r1  # the rank's own error
+    assert r0[0] == "DistributedError", r0  # the other rank names it instead of waiting at the gather
+    assert "shard_batched(rpca): rank 1 failed: ValueError: rpca: expected M to be finite" in r0[1], r0
 
 
 def test_batched_generalized_eigh_equals_single_process(equal_run):
