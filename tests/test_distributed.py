@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -125,9 +124,7 @@ def test_output_written_once_all_finished(equal_run):
 
 
 def test_dead_rank_is_named_within_the_timeout(tmp_path):
-    t0 = time.monotonic()
     codes, logs = _run_ranks("kill", tmp_path)
-    wall = time.monotonic() - t0
     assert codes == [0, 3], "\n".join(logs)
     res = torch.load(tmp_path / "rank0.pt", weights_only=False)
     assert not res["ok"]
@@ -138,7 +135,6 @@ def test_dead_rank_is_named_within_the_timeout(tmp_path):
         died_at = float(fh.read())
     waited = res["failed_at"] - max(died_at, res["share_done_at"])
     assert 0 < waited < 1.75 * worker.TIMEOUT_S, (waited, res)
-    assert wall < 90
     assert not glob.glob(str(tmp_path / "result*")), os.listdir(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["died_at", "rank0.pt"]  # nothing written, not even partly
 
