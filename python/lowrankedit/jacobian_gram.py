@@ -11,6 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .gram import Gram
 from .models.protocol import check_generator, fingerprint
 from .ops.masked_gram import masked_gram
@@ -69,6 +70,10 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     With mask ``m`` (repeated over channels when ``fuse_channels=False``), ``n_fg = sum(m)``, ``n_bg = sum(1 - m)``:
     ``fg = J^T diag(m) J / n_fg`` and ``bg = J^T diag(1 - m) J / n_bg``, each Gram divided by its own row count as in
     the official LowRankGAN/ReSeFa code, averaged over the images of a batch.
+
+    Under an initialized ``torch.distributed`` process group the ranks share the work (whole faces; face and tangent
+    chunk pairs in ``"matrix_free"`` mode) and all-reduce the float64 partial Grams: every rank returns the same
+    Gram (:mod:`lowrankedit.distributed`).
 
     Examples
     --------
@@ -147,12 +152,13 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     nchunks = -(-D // chunk)
     fg = torch.zeros(D, D, dtype=torch.float64, device=device)
     bg = torch.zeros(D, D, dtype=torch.float64, device=device)
-    bar = _bar(lat.shape[0] * nchunks, f"jacobian_gram[{route}]", progress)
+    work = distributed.work_items(lat.shape[0], nchunks, by_chunk=route == "matrix_free")  # {face: [chunk, ...]}
+    bar = _bar(sum(map(len, work.values())), f"jacobian_gram[{route}]", distributed.show_progress(progress))
     try:
-        for z in lat:
-            flat = z.reshape(-1).detach()
+        for i, chunks in work.items():
+            flat = lat[i].reshape(-1).detach()
             if route == "matrix_free":
-                G_in, G_out = _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar)
+                G_in, G_out = _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks)
             else:
                 J = torch.empty(R, D, dtype=dtype, device=device)
                 for k0, cols in _columns(rows_of, flat, chunk, jvp):
@@ -165,13 +171,14 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
             bg += G_out.double() / n_bg
     finally:
         bar.close()
+    fg, bg = distributed.all_reduce_sum(torch.stack([fg, bg]), "jacobian_gram").unbind(0)  # other ranks' shares
     n = lat.shape[0]
     fg, bg = (fg / n).to(dtype), (bg / n).to(dtype)
     meta = {
         "method": "jacobian_gram", "mode": route, "mode_reason": reason, "jvp": jvp, "chunk": chunk, "rows": R,
         "image_size": [h, w], "size": list(size) if size is not None else None, "fuse_channels": fuse_channels,
         "n_images": int(n), "region": region.to_dict(), "generator": fingerprint(G),
-        "seconds": time.perf_counter() - t_start,
+        "seconds": time.perf_counter() - t_start, "world_size": distributed.world_size(),
     }
     return Gram(fg, bg, n_fg, n_bg, latent_shape, meta)
 
@@ -186,14 +193,16 @@ def _one_hot(k0, k1, D, like):
     return E
 
 
-def _columns(rows_of, flat, chunk, jvp):
-    """Yield ``(k0, J[:, k0:k0+c]^T)`` as ``(c, R)`` blocks, by forward mode or by two reverse passes."""
+def _columns(rows_of, flat, chunk, jvp, chunks=None):
+    """Yield ``(k0, J[:, k0:k0+c]^T)`` as ``(c, R)`` blocks, by forward mode or by two reverse passes; only the
+    chunks numbered in ``chunks`` (all by default)."""
     D = flat.numel()
+    starts = range(0, D, chunk) if chunks is None else [k * chunk for k in chunks]
     if jvp == "forward":
         def jvp_one(t):
             return torch.func.jvp(rows_of, (flat,), (t,))[1]
         batched = torch.func.vmap(jvp_one)
-        for k0 in range(0, D, chunk):
+        for k0 in starts:
             yield k0, batched(_one_hot(k0, min(D, k0 + chunk), D, flat))
         return
     # double_vjp: g(u) = J^T u is linear in u, so the VJP of g with cotangent t is J t.
@@ -202,7 +211,7 @@ def _columns(rows_of, flat, chunk, jvp):
         y = rows_of(z)
         u = torch.zeros_like(y, requires_grad=True)
         (g,) = torch.autograd.grad(y, z, u, create_graph=True)
-        for k0 in range(0, D, chunk):
+        for k0 in starts:
             E = _one_hot(k0, min(D, k0 + chunk), D, flat)
             yield k0, _batched_grad(g, u, E)
 
@@ -216,15 +225,16 @@ def _batched_grad(out, inp, cotangents):
         return torch.stack([torch.autograd.grad(out, inp, c, retain_graph=True)[0] for c in cotangents])
 
 
-def _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar):
-    """Gram columns ``J^T (w * (J e_k))`` and ``J^T ((1 - w) * (J e_k))`` per chunk; ``J`` is never held."""
+def _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks=None):
+    """Gram columns ``J^T (w * (J e_k))`` and ``J^T ((1 - w) * (J e_k))`` per chunk; ``J`` is never held. With
+    ``chunks``, only those chunks' columns (the rest zero): the symmetrized parts add up to the whole Gram."""
     D = flat.numel()
-    G_in = torch.empty(D, D, dtype=w_rows.dtype, device=w_rows.device)
-    G_out = torch.empty_like(G_in)
+    G_in = torch.zeros(D, D, dtype=w_rows.dtype, device=w_rows.device)
+    G_out = torch.zeros_like(G_in)
     with torch.enable_grad():
         z = flat.clone().requires_grad_(True)
         y = rows_of(z)
-        for k0, cols in _columns(rows_of, flat, chunk, jvp):
+        for k0, cols in _columns(rows_of, flat, chunk, jvp, chunks):
             c = cols.shape[0]
             cot = torch.cat([cols * w_rows, cols * (1 - w_rows)])  # (2c, R)
             g = _batched_grad(y, z, cot)  # (2c, D)

@@ -11,6 +11,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..gram import _atomic_save
 from ..models.protocol import check_generator, check_latents, check_layer, fingerprint
 from ..ops.panda_grad import panda_step
@@ -619,7 +620,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         return (A_sum / n_avg, P_sum / n_avg) if n_avg else (A, P)
 
     t0 = time.perf_counter()
-    bar = tqdm(range(iters), desc=f"panda {layer}", disable=not progress, leave=False)
+    bar = tqdm(range(iters), desc=f"panda {layer}", disable=not distributed.show_progress(progress), leave=False)
+    step = distributed.panda_step if distributed.active() else panda_step  # data-parallel over the batch
     for t in bar:
         idx = torch.randperm(N, generator=gen)[:B].to(Z.device)
         Zb = Z.index_select(0, idx)
@@ -633,7 +635,7 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
             trial_A = cap_A if lr_A is None else min(2 * lr_A, cap_A)
             if not math.isfinite(trial_A):  # parts all zero: no appearance gradient, any step is a no-op
                 trial_A = 0.0
-            out = panda_step(Zb, A, P, trial_P, trial_A, line_search=True, max_backtracks=20)
+            out = step(Zb, A, P, trial_P, trial_A, line_search=True, max_backtracks=20)
             # a step that moved nothing is no progress: the next trial does not grow (a dead block's gradient is
             # zero or projected away, so every trial would pass the Armijo test)
             moved_P, moved_A = not torch.equal(out.parts, P), not torch.equal(out.appearances, A)
@@ -641,7 +643,7 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
             lr_A = out.lr_appearances if moved_A else (trial_A * 2.0 ** -10 if out.lr_appearances == 0
                                                         else trial_A / 2)
         else:
-            out = panda_step(Zb, A, P, lr_P, lr_A, line_search=False)
+            out = step(Zb, A, P, lr_P, lr_A, line_search=False)
             if not (math.isfinite(float(out.new_loss)) and bool(torch.isfinite(out.parts).all())
                     and bool(torch.isfinite(out.appearances).all())):
                 msg = (f"panda: the fixed lr={lr:g} made the loss non-finite at iteration {t}; returning the last "

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import distributed
 from .._ext import _C
 
 
@@ -94,6 +95,8 @@ def generalized_eigh(A, B, tau=1e-3, *, normalize="unit"):
     tensor([[1., 0.],
             [0., 1.]], dtype=torch.float64)
     """
+    if distributed.should_shard(A, B):  # under torch.distributed each rank solves a share of the batch
+        return distributed.shard_batched(generalized_eigh, (A, B), tau, normalize=normalize)
     op = "generalized_eigh"
     for name, t in (("A", A), ("B", B)):
         if not isinstance(t, torch.Tensor):

@@ -3,6 +3,7 @@ import math
 
 import torch
 
+from .. import distributed
 from .._ext import _C
 from .singular_value_threshold import _per_matrix, _symmetric_flag, _symmetric_to_rounding
 
@@ -88,6 +89,10 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
     >>> bool(info["converged"]), float((L - U @ U.T).norm() / (U @ U.T).norm()) < 1e-5
     (True, True)
     """
+    if distributed.should_shard(M):  # under torch.distributed each rank solves a share of the batch
+        return distributed.shard_batched(rpca, (M,), lamb=lamb, mu=mu, tol=tol, max_iter=max_iter, method=method,
+                                         symmetric=symmetric, rho=rho, alpha=alpha, progress=progress,
+                                         per_matrix=("lamb", "mu"))
     op = "rpca"
     if not isinstance(M, torch.Tensor):
         raise TypeError(f"{op}: expected M to be a torch.Tensor, got {type(M).__name__}")
