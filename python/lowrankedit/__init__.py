@@ -2,7 +2,9 @@
 import torch
 
 from ._ext import _C, build_info
-from . import ops, reference, models, metrics
+from . import ops, reference, models, metrics, fileformat, validation
+from .fileformat import FileFormatError
+from .validation import ArgumentError
 from .region import Region
 from .directions import Directions, edit
 from .gram import Gram
@@ -44,6 +46,7 @@ def info():
 
 __all__ = [
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "fileformat", "validation", "FileFormatError", "ArgumentError",
     "panda",
     "PartsAppearances",
     "lelsd",
