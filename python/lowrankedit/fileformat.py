@@ -350,20 +350,24 @@ def _legacy_problem(data):
 def _header_metadata(data, path):
     if not data:
         raise FileFormatError(path, "empty file (0 bytes)")
-    legacy = _legacy_problem(data)
-    if legacy:
-        raise FileFormatError(path, legacy)
-    if len(data) < 8:
-        raise FileFormatError(path, f"truncated or not a lowrankedit file: {len(data)} bytes, shorter than a "
-                                    "safetensors header")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n < 2 or n > len(data) - 8:
-        raise FileFormatError(path, f"truncated or not a lowrankedit (safetensors) file: the header claims {n} "
-                                    f"bytes, the file has {len(data) - 8} after the length")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise FileFormatError(path, "corrupt or not a lowrankedit file: its header is not valid JSON") from None
+    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else None
+    header = None
+    if n is not None and 2 <= n <= len(data) - 8 and data[8:9] == b"{":
+        try:
+            header = json.loads(data[8:8 + n].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            header = None
+    if header is None:
+        # Not a safetensors header: say what the file is when we can tell (an old pickle file is the likely case).
+        if _legacy_problem(data):
+            raise FileFormatError(path, _legacy_problem(data))
+        if n is None:
+            raise FileFormatError(path, f"truncated or not a lowrankedit file: {len(data)} bytes, shorter than a "
+                                        "safetensors header")
+        if not 2 <= n <= len(data) - 8:
+            raise FileFormatError(path, f"truncated or not a lowrankedit (safetensors) file: the header claims {n} "
+                                        f"bytes, the file has {len(data) - 8} after the length")
+        raise FileFormatError(path, "corrupt or not a lowrankedit file: its header is not valid JSON")
     md = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(md, dict) or md.get("format") != FORMAT:
         raise FileFormatError(path, "not a lowrankedit file (a safetensors file without lowrankedit metadata)")
