@@ -1,8 +1,12 @@
 """Edit-quality metrics over a region: how much of an edit's change stays inside the mask."""
 import torch
 
+from . import validation as V
+
 
 def _prepare(original, edited, mask, who):
+    V.tensor(original, "original", who)
+    V.tensor(edited, "edited", who)
     if original.shape != edited.shape:
         raise ValueError(f"{who}: expected original and edited of the same shape, got {tuple(original.shape)} "
                          f"and {tuple(edited.shape)}")
@@ -16,8 +20,9 @@ def _prepare(original, edited, mask, who):
         m = m.expand(original.shape[0], H, W)
     if m.dim() != 3 or m.shape[0] != original.shape[0]:
         raise ValueError(f"{who}: expected mask of shape (H, W) or (n, H, W), got {tuple(m.shape)}")
-    if torch.isnan(m).any() or m.min() < 0 or m.max() > 1:
-        raise ValueError(f"{who}: expected mask values in [0, 1]")
+    V.finite_values(m, "mask", who)
+    if m.numel() and (m.min() < 0 or m.max() > 1):
+        raise ValueError(f"{who}: expected mask values in [0, 1], got range [{float(m.min()):.4g}, {float(m.max()):.4g}]")
     return (original - edited).pow(2).mean(1), m  # per-pixel squared change (channel mean): (n, H, W)
 
 

@@ -29,12 +29,16 @@ def _got(value):
 
 
 def _bounds(lo, hi, lo_open=False, hi_open=False):
-    parts = []
+    def num(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{num(lo)}, {num(hi)}{')' if hi_open else ']'}"
     if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo:g}" if isinstance(lo, float) else f"{'>' if lo_open else '>='} {lo}")
+        return f"{'>' if lo_open else '>='} {num(lo)}"
     if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi:g}" if isinstance(hi, float) else f"{'<' if hi_open else '<='} {hi}")
-    return " and ".join(parts)
+        return f"{'<' if hi_open else '<='} {num(hi)}"
+    return ""
 
 
 def integer(value, name, who, *, min=None, max=None):

@@ -402,8 +402,10 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
         if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < (0 if name == "iters" else 1):
             raise ValueError(f"panda: expected {name} to be a {'non-negative' if name == 'iters' else 'positive'} "
                              f"int, got {v!r}")
-    if lr is not None and (not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0):
-        raise ValueError(f"panda: expected lr to be None (automatic) or a positive float, got {lr!r}")
+    if lr is not None:
+        lr = V.positive(lr, "lr", "panda")
+    seed = V.integer(seed, "seed", "panda")
+    V.boolean(progress, "progress", "panda")
     if features is None:
         features = _sample_features(G, layer, int(n_samples), seed)
     _check_features(features, "panda")
