@@ -211,7 +211,7 @@ def test_directions_for_another_generator_refused(tmp_path):
                    {"generator": le.models.fingerprint(G), "latent_space": "z"})
     d.save(tmp_path / "d.lre")
     with pytest.raises(ValueError, match=r"generator fingerprint differ \(recorded: generator fingerprint "
-                                         r"'toy:.*'; this generator: generator fingerprint 'other:.*force=True"):
+                                         r"'toy:.*; this generator: generator fingerprint 'other:.*force=True"):
         Directions.load(tmp_path / "d.lre", generator=G2)
     with pytest.raises(ValueError, match="edit: this was made for another generator: generator fingerprint"):
         le.edit(G2, Z, d, [1.0])

@@ -32,10 +32,14 @@ def masked_mse(original, edited, mask):
     Returns ``(inside, outside)``, each ``(n,)``: ``sum(m * d) / sum(m)`` and ``sum((1-m) * d) / sum(1-m)`` with
     ``d`` the per-pixel squared difference averaged over channels.
     """
-    d, m = _prepare(original, edited, mask, "masked_mse")
+    return _masked_mse(original, edited, mask, "masked_mse")
+
+
+def _masked_mse(original, edited, mask, who):
+    d, m = _prepare(original, edited, mask, who)
     inside_area, outside_area = m.sum((1, 2)), (1 - m).sum((1, 2))
     if (inside_area == 0).any() or (outside_area == 0).any():
-        raise ValueError("masked_mse: the mask has no pixels inside or none outside for some image")
+        raise ValueError(f"{who}: the mask has no pixels inside or none outside for some image")
     return (d * m).sum((1, 2)) / inside_area, (d * (1 - m)).sum((1, 2)) / outside_area
 
 
@@ -45,5 +49,5 @@ def roir(original, edited, mask):
     ``ROIR = masked_mse_outside / masked_mse_inside``: mean squared change per pixel outside the mask over the same
     inside it, ``(n,)``.
     """
-    inside, outside = masked_mse(original, edited, mask)
+    inside, outside = _masked_mse(original, edited, mask, "roir")
     return outside / inside.clamp_min(torch.finfo(inside.dtype).tiny)
