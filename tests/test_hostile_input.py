@@ -107,8 +107,14 @@ def test_nan_at_method_entries(dcgan):
                      ({"eval_alphas": [1.0, NAN]}, "eval_alphas")]:
         with pytest.raises(ValueError, match=f"lelsd: expected {name}"):
             le.lelsd(dcgan, seg, steps=1, progress=False, **kw)
-    with pytest.raises(ValueError, match="panda: expected lr"):
-        le.panda(dcgan, "block1", lr=NAN, progress=False)
+    for kw, name in [({"seed": 1.5}, "seed"), ({"progress": 1}, "progress")]:
+        with pytest.raises(ValueError, match=f"lelsd: expected {name}"):
+            le.lelsd(dcgan, seg, steps=1, **kw)
+    for kw, name in [({"lr": NAN}, "lr"), ({"lr": True}, "lr"), ({"seed": 1.5}, "seed")]:
+        with pytest.raises(ValueError, match=f"panda: expected {name}"):
+            le.panda(dcgan, "block1", progress=False, **kw)
+    with pytest.raises(ValueError, match="DCGAN.sample_latents: expected seed to be an int"):
+        dcgan.sample_latents(2, seed=1.5)
     with pytest.raises(ValueError, match="panda: features contain NaN or Inf"):
         le.panda(dcgan, "block1", features=torch.full((2, 8, 2, 2), NAN), ranks=(2, 2), progress=False)
     pa = le.PartsAppearances(torch.randn(512, 2), torch.rand(16, 2), "block1", (512, 4, 4),
@@ -144,6 +150,14 @@ BOOL_AND_SIZE_CASES = [
     ("Region.mask h=64.9", lambda: _box().mask(64.9, 64), "Region.mask: expected h to be an int"),
     ("sample_latents n=2.5", lambda: G.sample_latents(2.5), "sample_latents: expected n to be an int"),
     ("sample_latents n=True", lambda: G.sample_latents(True), "sample_latents: expected n to be an int"),
+    ("sample_latents seed=1.5", lambda: G.sample_latents(2, seed=1.5), "sample_latents: expected seed to be an int"),
+    ("jacobian_gram mode='x'", lambda: le.jacobian_gram(G, Z[0], _box(), mode="x", progress=False),
+     "jacobian_gram: expected mode in"),
+    ("jacobian_gram max_memory=nan", lambda: le.jacobian_gram(G, Z[0], _box(), max_memory=NAN, progress=False),
+     "jacobian_gram: expected max_memory to be a finite number > 0"),
+    ("PandaParts size=(8.5, 8)", lambda: PandaParts(le.PartsAppearances(torch.randn(4, 2), torch.rand(4, 2), "l",
+                                                                        (4, 2, 2)), 0, size=(8.5, 8)),
+     "PandaParts: expected size"),
     ("wrap latent_shape=(4.5,)", lambda: le.models.wrap(lambda z: z, (4.5,)), "wrap: expected latent_shape"),
     ("edit force=1", lambda: le.edit(G, Z, D4, [1.0], force=1), "edit: expected force to be a bool"),
     ("Directions normalize=1", lambda: Directions(torch.eye(2), [1, 1], normalize=1),
