@@ -62,7 +62,9 @@ def fingerprint(G):
     if isinstance(G, torch.nn.Module):
         for name, t in sorted(G.state_dict().items()):
             h.update(name.encode())
-            h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()[:4096])
+            # The first 512 entries as float64 (4096 bytes): converting only those keeps edit() cheap
+            # (0.3 s -> ms on the DCGAN) and gives the same bytes, hence the same fingerprints, as before.
+            h.update(t.detach().reshape(-1)[:512].to("cpu", torch.float64).numpy().tobytes())
     name = getattr(G, "name", type(G).__name__)
     return f"{name}:{h.hexdigest()[:12]}"
 
