@@ -142,11 +142,16 @@ def decode(data, kind, path="<bytes>"):
         version = int(md.get("format_version", ""))
     except ValueError:
         raise FileFormatError(path, f"bad format_version {md.get('format_version')!r} (corrupt file)") from None
+    newer = (f"written in format version {version} by lowrankedit {md.get('library_version')}; this lowrankedit "
+             f"reads up to version {FORMAT_VERSION}: upgrade lowrankedit")
+    try:
+        _verify_checksum(data, md, path)
+    except FileFormatError:
+        if version > FORMAT_VERSION:  # a newer format may check itself differently: say that first
+            raise FileFormatError(path, newer) from None
+        raise
     if version > FORMAT_VERSION:
-        raise FileFormatError(path, f"written in format version {version} by lowrankedit "
-                                    f"{md.get('library_version')}; this lowrankedit reads up to version "
-                                    f"{FORMAT_VERSION}: upgrade lowrankedit")
-    _verify_checksum(data, md, path)
+        raise FileFormatError(path, newer)
     if md.get("kind") != kind:
         raise FileFormatError(path, f"holds a {md.get('kind')!r} file, not {kind!r}: load it with the class that "
                                     f"wrote it ({_LOADERS.get(md.get('kind'), 'unknown kind')})")
