@@ -147,8 +147,8 @@ def decode(data, kind, path="<bytes>"):
     try:
         _verify_checksum(data, md, path)
     except FileFormatError:
-        if version > FORMAT_VERSION:  # a newer format may check itself differently: say that first
-            raise FileFormatError(path, newer) from None
+        if version > FORMAT_VERSION:  # a newer format may check itself differently; or the version byte is damaged
+            raise FileFormatError(path, f"checksum mismatch: corrupt, or {newer}") from None
         raise
     if version > FORMAT_VERSION:
         raise FileFormatError(path, newer)
