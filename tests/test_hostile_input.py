@@ -111,7 +111,7 @@ def test_nan_at_method_entries(dcgan):
         with pytest.raises(ValueError, match=f"lelsd: expected {name}"):
             le.lelsd(dcgan, seg, steps=1, **kw)
     for kw, name in [({"lr": NAN}, "lr"), ({"lr": True}, "lr"), ({"seed": 1.5}, "seed")]:
-        with pytest.raises(ValueError, match=f"panda: expected {name}"):
+        with pytest.raises(ValueError, match=f"panda: expected {name} to be"):
             le.panda(dcgan, "block1", progress=False, **kw)
     with pytest.raises(ValueError, match="DCGAN.sample_latents: expected seed to be an int"):
         dcgan.sample_latents(2, seed=1.5)

@@ -45,7 +45,8 @@ class Directions:
         norms = vectors.flatten(1).norm(dim=1)
         if normalize:
             if (norms == 0).any():
-                raise ValueError(f"{who}: cannot normalize a zero vector (rows {(norms == 0).nonzero()[:, 0].tolist()[:8]})")
+                zero = (norms == 0).nonzero()[:, 0].tolist()[:8]
+                raise ValueError(f"{who}: cannot normalize a zero vector (rows {zero})")
             vectors = vectors / norms.view(-1, *([1] * (vectors.dim() - 1)))
         elif vectors.shape[0] and not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
             raise ValueError(f"{who}: expected unit-norm vectors, got norms {norms.tolist()[:8]}")

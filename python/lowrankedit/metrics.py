@@ -22,7 +22,8 @@ def _prepare(original, edited, mask, who):
         raise ValueError(f"{who}: expected mask of shape (H, W) or (n, H, W), got {tuple(m.shape)}")
     V.finite_values(m, "mask", who)
     if m.numel() and (m.min() < 0 or m.max() > 1):
-        raise ValueError(f"{who}: expected mask values in [0, 1], got range [{float(m.min()):.4g}, {float(m.max()):.4g}]")
+        raise ValueError(f"{who}: expected mask values in [0, 1], got range "
+                         f"[{float(m.min()):.4g}, {float(m.max()):.4g}]")
     return (original - edited).pow(2).mean(1), m  # per-pixel squared change (channel mean): (n, H, W)
 
 

@@ -403,7 +403,11 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
             raise ValueError(f"panda: expected {name} to be a {'non-negative' if name == 'iters' else 'positive'} "
                              f"int, got {v!r}")
     if lr is not None:
-        lr = V.positive(lr, "lr", "panda")
+        try:
+            lr = V.positive(lr, "lr", "panda")
+        except ValueError:
+            raise V.ArgumentError(f"panda: expected lr to be None (automatic) or a finite positive float, "
+                                  f"got {V._got(lr)}") from None
     seed = V.integer(seed, "seed", "panda")
     V.boolean(progress, "progress", "panda")
     if features is None:
