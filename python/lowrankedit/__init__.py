@@ -2,7 +2,9 @@
 import torch
 
 from ._ext import _C, build_info
-from . import ops, reference, models, metrics
+from . import ops, reference, models, metrics, fileformat, validation
+from .fileformat import FileFormatError
+from .validation import ArgumentError
 from .region import Region
 from .directions import Directions, edit, orthogonalize
 from .gram import Gram
@@ -46,6 +48,8 @@ def info():
 
 __all__ = [
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "orthogonalize", "Gram",
+    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "fileformat", "validation", "FileFormatError", "ArgumentError",
     "panda",
     "PartsAppearances",
     "lelsd",

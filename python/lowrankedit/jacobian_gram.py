@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
+from . import validation as V
 from .gram import Gram
-from .models.protocol import check_generator, fingerprint
+from .models.protocol import check_generator, fingerprint, latent_space
 from .ops.masked_gram import masked_gram
 from .region import Region
 
@@ -88,11 +89,10 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     check_generator(G, who="jacobian_gram")
     if not isinstance(region, Region):
         raise TypeError(f"jacobian_gram: expected region to be a lowrankedit.Region, got {type(region).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"jacobian_gram: expected mode in {MODES}, got {mode!r}")
-    if not isinstance(fuse_channels, bool):
-        raise TypeError(f"jacobian_gram: expected fuse_channels to be a bool, got {type(fuse_channels).__name__}")
-    latent_shape = tuple(int(s) for s in G.latent_shape)
+    V.choice(mode, "mode", "jacobian_gram", MODES)
+    V.boolean(fuse_channels, "fuse_channels", "jacobian_gram")
+    V.boolean(progress, "progress", "jacobian_gram")
+    latent_shape = V.shape(G.latent_shape, "G.latent_shape", "jacobian_gram")
     lat = _check_latent(G, latent, latent_shape)
     size = _check_size(size)
     D = math.prod(latent_shape)
@@ -109,8 +109,9 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         probe = G.synthesize(lat[:1])
         if size is not None:
             probe = F.interpolate(probe, size=size, mode="nearest")
-    if probe.dim() != 4:
-        raise ValueError(f"jacobian_gram: expected G.synthesize to return (n, C, H, W), got {tuple(probe.shape)}")
+    if not isinstance(probe, torch.Tensor) or probe.dim() != 4:
+        raise ValueError(f"jacobian_gram: expected G.synthesize to return (n, C, H, W), got {V._got(probe)}")
+    V.tensor(probe, "the images G.synthesize(latent) returned", "jacobian_gram")
     C, h, w = (int(s) for s in probe.shape[1:])
     dtype, device = probe.dtype, probe.device
     m = region.mask(h, w, dtype=torch.float64, device=device).reshape(-1)
@@ -174,10 +175,14 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     fg, bg = distributed.all_reduce_sum(torch.stack([fg, bg]), "jacobian_gram").unbind(0)  # other ranks' shares
     n = lat.shape[0]
     fg, bg = (fg / n).to(dtype), (bg / n).to(dtype)
+    for name, t in (("fg", fg), ("bg", bg)):
+        V.finite_values(t, f"the {name} Gram (G's images or their derivatives are NaN or Inf for some latent)",
+                        "jacobian_gram")
     meta = {
         "method": "jacobian_gram", "mode": route, "mode_reason": reason, "jvp": jvp, "chunk": chunk, "rows": R,
         "image_size": [h, w], "size": list(size) if size is not None else None, "fuse_channels": fuse_channels,
         "n_images": int(n), "region": region.to_dict(), "generator": fingerprint(G),
+        "latent_space": latent_space(G), "latent_shape": list(latent_shape),
         "seconds": time.perf_counter() - t_start, "world_size": distributed.world_size(),
     }
     return Gram(fg, bg, n_fg, n_bg, latent_shape, meta)
@@ -258,10 +263,7 @@ def _forward_mode_error(rows_of, flat, c):
 
 
 def _check_latent(G, latent, latent_shape):
-    if not isinstance(latent, torch.Tensor):
-        raise TypeError(f"jacobian_gram: expected latent to be a torch.Tensor, got {type(latent).__name__}")
-    if not latent.is_floating_point():
-        raise TypeError(f"jacobian_gram: expected a floating-point latent, got {latent.dtype}")
+    V.tensor(latent, "latent", "jacobian_gram", finite=False)
     shape = tuple(latent.shape)
     if shape == latent_shape:
         lat = latent[None]
@@ -272,8 +274,7 @@ def _check_latent(G, latent, latent_shape):
         raise ValueError(f"jacobian_gram: expected latent of shape ({s}) or (n, {s}), got {shape}")
     if lat.shape[0] == 0:
         raise ValueError("jacobian_gram: expected at least one latent code, got an empty batch")
-    if not torch.isfinite(lat).all():
-        raise ValueError("jacobian_gram: latent contains NaN or Inf")
+    V.finite_values(lat, "latent", "jacobian_gram")
     if isinstance(G, torch.nn.Module):
         p = next(iter(G.parameters()), None)
         if p is not None and p.is_floating_point():
@@ -284,32 +285,19 @@ def _check_latent(G, latent, latent_shape):
 def _check_size(size):
     if size is None:
         return None
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = size
-        h, w = int(h), int(w)
-    except (TypeError, ValueError):
-        raise ValueError(f"jacobian_gram: expected size to be an int or a pair (h, w), got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"jacobian_gram: expected a positive size, got {size!r}")
+    h, w = V.shape(size if not isinstance(size, int) or isinstance(size, bool) else (size, size), "size",
+                   "jacobian_gram", ndim=2)
     return (h, w)
 
 
 def _check_chunk(chunk, D, R, elem):
     if chunk is None:
         return max(1, min(D, MAX_CHUNK, CHUNK_BYTES // max(1, R * elem)))
-    if isinstance(chunk, bool) or not isinstance(chunk, int):
-        raise TypeError(f"jacobian_gram: expected chunk to be an int, got {type(chunk).__name__}")
-    if chunk <= 0:
-        raise ValueError(f"jacobian_gram: expected chunk > 0, got {chunk}")
-    return min(chunk, D)
+    return min(V.integer(chunk, "chunk", "jacobian_gram", min=1), D)
 
 
 def _check_max_memory(max_memory):
-    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)) or not max_memory > 0:
-        raise ValueError(f"jacobian_gram: expected max_memory to be a positive number of bytes, got {max_memory!r}")
-    return max_memory
+    return V.positive(max_memory, "max_memory", "jacobian_gram")
 
 
 def _bar(total, desc, progress):

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from .. import validation as V
 from ..directions import Directions
 from ..evaluate import held_out_scores  # noqa: F401 (the held-out scoring; re-exported)
 from ..metrics import localization_score  # noqa: F401 (re-exported: lowrankedit.localization_score)
@@ -170,8 +171,9 @@ def lelsd(G, segmenter, *, num_directions=1, layers=None, layer_weights=None, st
                         ("eval_samples", eval_samples, 0), ("lr_halvings", lr_halvings, 0)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"lelsd: expected {name} to be an int >= {lo}, got {v!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lelsd: expected lr > 0, got {lr!r}")
+    lr = V.positive(lr, "lr", "lelsd")
+    seed = V.integer(seed, "seed", "lelsd")
+    V.boolean(progress, "progress", "lelsd")
     if mask_combine not in _COMBINE:
         raise ValueError(f"lelsd: expected mask_combine in {_COMBINE}, got {mask_combine!r}")
     try:
@@ -180,10 +182,10 @@ def lelsd(G, segmenter, *, num_directions=1, layers=None, layer_weights=None, st
         raise ValueError(f"lelsd: expected alpha_range = (lo, hi), got {alpha_range!r}") from None
     if not (0 <= a_lo < a_hi and math.isfinite(a_hi)):
         raise ValueError(f"lelsd: expected alpha_range (lo, hi) with 0 <= lo < hi, got {alpha_range!r}")
-    if not temperature > 0:
-        raise ValueError(f"lelsd: expected temperature > 0, got {temperature!r}")
-    if corr_weight < 0:
-        raise ValueError(f"lelsd: expected corr_weight >= 0, got {corr_weight!r}")
+    temperature = V.positive(temperature, "temperature", "lelsd")
+    corr_weight = V.real(corr_weight, "corr_weight", "lelsd", min=0.0)
+    if eval_alphas is not None:
+        eval_alphas = [V.real(a, "eval_alphas", "lelsd") for a in eval_alphas]
 
     layers = list(G.layers) if layers is None else list(layers)
     if not layers or len(set(layers)) != len(layers):

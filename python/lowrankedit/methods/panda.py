@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..gram import _atomic_save
-from ..models.protocol import check_generator, check_latents, check_layer, fingerprint
+from .. import fileformat
+from .. import validation as V
+from ..models.protocol import check_generator, check_latents, check_layer, check_provenance, fingerprint
 from ..ops.panda_grad import panda_step
 from ..region import resample_area
 
@@ -313,41 +314,44 @@ class PartsAppearances:
                 raise ValueError(f"PartsAppearances.masks: expected kind 'part' or 'appearance', got {kind!r}")
         return m.reshape(N, h, w).to(features.dtype)
 
-    def edit(self, latents, part, appearance, alpha, *, generator=None):
+    def edit(self, latents, part, appearance, alpha, *, generator=None, force=False):
         """Images with appearance ``appearance`` added at ``part``: ``G_[l:](Z + alpha * a_j p^T)``, ``(n, 3, H, W)``.
 
         Parameters
         ----------
-        latents : ``(n, *latent_shape)``
+        latents : ``(n, *latent_shape)``, finite
         part : int, list of ints, or float mask ``(h, w)`` / ``(H, W)`` in [0, 1]
             Parts (summed and min-max scaled, as the official code) or a hand-drawn region (pixel-level control).
         appearance : int or ``(C,)`` tensor
-            Column of :attr:`appearances`, or any channel vector.
+            Column of :attr:`appearances`, or any finite channel vector.
         alpha : float
-            Magnitude (its sign matters: appearances have a free sign).
-        generator : optional, defaults to :attr:`generator`.
+            Finite magnitude (its sign matters: appearances have a free sign).
+        generator : optional, defaults to :attr:`generator`; must be the one the parts were learnt on (its
+            fingerprint is in ``meta``) unless ``force=True``.
         """
+        who = "PartsAppearances.edit"
         G = generator if generator is not None else self.generator
         if G is None:
-            raise ValueError("PartsAppearances.edit: no generator: pass generator=G (or load(path, generator=G))")
-        check_generator(G, _NEEDS, "PartsAppearances.edit")
-        check_layer(G, self.layer, "PartsAppearances.edit")
-        check_latents(G, latents, "PartsAppearances.edit")
-        if not isinstance(alpha, numbers.Real) or not math.isfinite(float(alpha)):
-            raise ValueError(f"PartsAppearances.edit: expected a finite real alpha, got {alpha!r}")
+            raise ValueError(f"{who}: no generator: pass generator=G (or load(path, generator=G))")
+        check_generator(G, _NEEDS, who)
+        check_layer(G, self.layer, who)
+        check_provenance(self.meta, G, who, force=V.boolean(force, "force", who))
+        check_latents(G, latents, who)
+        alpha = V.real(alpha, "alpha", who)
         if isinstance(appearance, torch.Tensor):
-            a = appearance.detach().reshape(-1)
+            a = V.tensor(appearance, "appearance", who).detach().reshape(-1)
             if a.numel() != self.feature_shape[0]:
-                raise ValueError(f"PartsAppearances.edit: expected an appearance vector of {self.feature_shape[0]} "
+                raise ValueError(f"{who}: expected an appearance vector of {self.feature_shape[0]} "
                                  f"channels, got shape {tuple(appearance.shape)}")
         elif isinstance(appearance, numbers.Integral) and not isinstance(appearance, bool):
             if not 0 <= appearance < self.appearances.shape[1]:
-                raise ValueError(f"PartsAppearances.edit: appearance index {appearance} out of range: there are "
+                raise ValueError(f"{who}: appearance index {appearance} out of range: there are "
                                  f"{self.appearances.shape[1]} appearances")
-            a = self.appearances[:, int(appearance)]
+            a = V.tensor(self.appearances[:, int(appearance)], f"appearances[:, {int(appearance)}]", who)
         else:
-            raise TypeError(f"PartsAppearances.edit: expected appearance as an int or a (C,) tensor, "
+            raise TypeError(f"{who}: expected appearance as an int or a (C,) tensor, "
                             f"got {type(appearance).__name__}")
+        V.tensor(self.parts, "parts", who)
         p = self.part_map(part)
         with torch.no_grad():
             Z = G.features(latents, self.layer)
@@ -356,14 +360,27 @@ class PartsAppearances:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path):
-        """Write atomically (a failed write leaves no partial file). The generator is not saved."""
-        _atomic_save({"appearances": self.appearances.detach().cpu(), "parts": self.parts.detach().cpu(),
-                      "layer": self.layer, "feature_shape": list(self.feature_shape), "meta": self.meta}, path)
+        """Write in the safe file format (:mod:`lowrankedit.fileformat`), atomically. The generator is not saved."""
+        fileformat.save(path, "parts_appearances", {"appearances": self.appearances, "parts": self.parts},
+                        {"layer": self.layer, "feature_shape": list(self.feature_shape), "meta": self.meta})
 
     @classmethod
-    def load(cls, path, generator=None):
-        d = torch.load(path, map_location="cpu", weights_only=False)
-        return cls(d["appearances"], d["parts"], d["layer"], tuple(d["feature_shape"]), d["meta"], generator)
+    def load(cls, path, generator=None, force=False):
+        """Read a file written by :meth:`save` (no code from the file runs). With ``generator``, the file must have
+        been made for it (same fingerprint, the layer present) unless ``force=True``. Raises
+        :class:`lowrankedit.FileFormatError` for a broken, foreign or wrong-kind file."""
+        tensors, meta = fileformat.load(path, "parts_appearances")
+        try:
+            pa = cls(tensors["appearances"], tensors["parts"], meta["layer"], tuple(meta["feature_shape"]),
+                     meta["meta"], generator)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise fileformat.FileFormatError(path, f"not a valid PartsAppearances file ({exc})") from None
+        for name in ("appearances", "parts"):
+            V.tensor(getattr(pa, name), name, f"PartsAppearances.load({str(path)!r})")
+        if generator is not None:
+            check_provenance(pa.meta, generator, f"PartsAppearances.load({str(path)!r})",
+                             force=V.boolean(force, "force", "PartsAppearances.load"))
+        return pa
 
 
 def _sample_features(G, layer, n, seed, chunk=256):
@@ -557,8 +574,6 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < (0 if name == "iters" else 1):
             raise ValueError(f"panda: expected {name} to be a {'non-negative' if name == 'iters' else 'positive'} "
                              f"int, got {v!r}")
-    if lr is not None and (not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0):
-        raise ValueError(f"panda: expected lr to be None (automatic) or a positive float, got {lr!r}")
     if not isinstance(average, numbers.Real) or isinstance(average, bool) or not 0 <= average < 1:
         raise ValueError(f"panda: expected average to be a fraction in [0, 1), got {average!r}")
     if not isinstance(reinit_dead, bool):
@@ -566,6 +581,14 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     if eval_every is not None and (not isinstance(eval_every, numbers.Integral) or isinstance(eval_every, bool)
                                    or eval_every < 1):
         raise ValueError(f"panda: expected eval_every to be a positive int, got {eval_every!r}")
+    if lr is not None:
+        try:
+            lr = V.positive(lr, "lr", "panda")
+        except ValueError:
+            raise V.ArgumentError(f"panda: expected lr to be None (automatic) or a finite positive float, "
+                                  f"got {V._got(lr)}") from None
+    seed = V.integer(seed, "seed", "panda")
+    V.boolean(progress, "progress", "panda")
     if features is None:
         features = _sample_features(G, layer, int(n_samples), seed)
     _check_features(features, "panda")

@@ -18,6 +18,7 @@ import numbers
 
 import torch
 
+from .. import validation as V
 from ..directions import Directions
 from ..gram import Gram
 from ..ops.generalized_eigh import generalized_eigh, generalized_eigh_woodbury
@@ -29,9 +30,7 @@ _COPY_KEYS = ("latent_space", "generator", "region", "layer")
 def _check_k(k, n, op):
     if k is None:
         return n
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"{op}: expected k to be an int in [1, {n}], got {k!r}")
-    return int(k)
+    return V.integer(k, "k", op, min=1, max=n)
 
 
 def _directions(w, X, k, latent_shape, meta):
@@ -108,6 +107,7 @@ def resefa(gram, *, tau=None, k=None, route="auto", preset="default"):
     if math.prod(gram.latent_shape) != D:
         raise ValueError(f"{op}: Gram latent_shape {gram.latent_shape} does not match D = {D}")
     k = _check_k(k, D, op)
+    tau = V.real(tau, "tau", op, min=0.0)
     w, X = generalized_eigh(gram.fg, gram.bg, tau)
     meta = _meta(gram.meta, tau=float(tau), preset=preset, route="dense", k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
                  latent_shape=list(gram.latent_shape))
@@ -158,21 +158,18 @@ def resefa_from_factors(Jf, Jb, *, tau=1e-3, k=None, route="auto", n_fg=None, n_
     """
     op = "resefa_from_factors"
     for name, t in (("Jf", Jf), ("Jb", Jb)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2:
-            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{op}: expected {name} of shape (rows, D), got {got}")
+        V.tensor(t, name, op, ndim=2)
     if Jf.shape[1] != Jb.shape[1]:
         raise ValueError(f"{op}: expected Jf and Jb with the same D, got {tuple(Jf.shape)} and {tuple(Jb.shape)}")
     if route not in _ROUTES:
         raise ValueError(f"{op}: expected route in {_ROUTES}, got {route!r}")
     (r, D), m = Jf.shape, Jb.shape[0]
-    latent_shape = (D,) if latent_shape is None else tuple(int(s) for s in latent_shape)
+    latent_shape = (D,) if latent_shape is None else V.shape(latent_shape, "latent_shape", op)
+    tau = V.real(tau, "tau", op, min=0.0)
     if math.prod(latent_shape) != D:
         raise ValueError(f"{op}: latent_shape {latent_shape} does not match D = {D}")
-    n_fg = float(r if n_fg is None else n_fg)
-    n_bg = float(m if n_bg is None else n_bg)
-    if not (n_fg > 0 and n_bg > 0 and math.isfinite(n_fg) and math.isfinite(n_bg)):
-        raise ValueError(f"{op}: expected positive finite n_fg and n_bg, got {n_fg} and {n_bg}")
+    n_fg = V.positive(r if n_fg is None else n_fg, "n_fg", op)
+    n_bg = V.positive(m if n_bg is None else n_bg, "n_bg", op)
     if route == "auto":
         route = "woodbury" if m < D else "dense"
     extra = dict(tau=float(tau), route=route, n_fg=n_fg, n_bg=n_bg, latent_shape=list(latent_shape))

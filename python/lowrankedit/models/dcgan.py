@@ -44,8 +44,11 @@ class DCGAN(nn.Module):
 
     def sample_latents(self, n, seed=0):
         """``(n, 100)`` standard normal codes, reproducible from ``seed`` (drawn on the CPU, then moved)."""
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(int(n), self.nz, generator=g).to(self.device)
+        from .. import validation as V
+
+        n, seed = V.integer(n, "n", "DCGAN.sample_latents", min=0), V.integer(seed, "seed", "DCGAN.sample_latents")
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, self.nz, generator=g).to(self.device)
 
     def _z(self, latents):
         if latents.dim() != 2 or latents.shape[1] != self.nz:
