@@ -72,16 +72,12 @@ def _want_cuda():
     return shutil.which("nvcc") is not None and cpp_extension.CUDA_HOME is not None
 
 
-def _ops():
-    """One op = one file stem in pyext/ (bindings.cpp excluded)."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "pyext", "*.cpp"))]
-    return sorted(s for s in stems if s != "bindings")
-
-
 def _extension():
     use_cuda = _want_cuda()
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
-    sources = rel("pyext/*.cpp") + rel("csrc/cpu/*.cpp")
+    # pyext/: entries and registrations (one file per op stem) and the module; csrc/*.cpp: composed solvers;
+    # csrc/cpu/, csrc/cuda/: kernels. The ops themselves are listed by the dispatcher, not here.
+    sources = rel("pyext/*.cpp") + rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     library_dirs = []
     define_macros = []
@@ -121,7 +117,6 @@ def _extension():
         "cuda_compiled": use_cuda,
         "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if use_cuda else None,
         "openmp": openmp,
-        "ops": _ops(),
         "backends": ["cpu", "cuda"] if use_cuda else ["cpu"],
         "python": sys.version.split()[0],
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
