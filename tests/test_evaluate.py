@@ -82,7 +82,7 @@ def test_results_round_trip_in_the_file_format(dcgan, eyes, tmp_path):
     assert back.row("a")["seconds"] == 1.5
     torch.testing.assert_close(back.samples["a"]["localization"], ev.samples["a"]["localization"])
     assert "| a |" in back.table()
-    with pytest.raises(ValueError, match="holds 'evaluation', expected 'directions'"):
+    with pytest.raises(ValueError, match="holds a 'evaluation' file, not 'directions'"):
         le.fileformat.load(path, "directions")
     (tmp_path / "junk").write_bytes(b"not a file of ours")
     with pytest.raises(ValueError, match="is not a lowrankedit file"):
