@@ -77,7 +77,9 @@ def edit(G, latents, direction, alphas):
     latents : torch.Tensor
         ``(n, *latent_shape)``.
     direction : torch.Tensor or Directions
-        ``(*latent_shape)``, or a ``Directions`` of length 1 (use ``dirs[i]`` to pick one).
+        ``(*latent_shape)``, or a ``Directions`` of length 1 (use ``dirs[i]`` to pick one). On a StyleGAN
+        generator also a W ``(w_dim,)`` direction (broadcast over the layers that move) or a W+ ``(num_ws, w_dim)``
+        one, on its own codes or on W+ codes ``(n, num_ws, w_dim)``; a W+ direction on W codes is refused.
     alphas : sequence of float
 
     Returns
@@ -85,21 +87,15 @@ def edit(G, latents, direction, alphas):
     torch.Tensor
         ``(n, len(alphas), 3, H, W)``.
     """
-    from .models.protocol import check_latents
+    from .models.latent_space import apply_direction
 
     if isinstance(direction, Directions):
         if len(direction) != 1:
             raise ValueError(f"edit: expected one direction, got a Directions of length {len(direction)}; index it")
         direction = direction.vectors[0]
-    check_latents(G, latents, "edit")
-    if tuple(direction.shape) != tuple(G.latent_shape):
-        raise ValueError(f"edit: expected direction of shape {tuple(G.latent_shape)}, got {tuple(direction.shape)}")
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"edit: expected latents to be a torch.Tensor, got {type(latents).__name__}")
     alphas = torch.as_tensor(alphas, dtype=latents.dtype, device=latents.device).flatten()
     if not torch.isfinite(alphas).all():
         raise ValueError("edit: alphas contain NaN or Inf")
-    d = direction.to(latents)
-    n, k = latents.shape[0], alphas.numel()
-    moved = latents[:, None] + alphas.view(1, k, *([1] * d.dim())) * d
-    with torch.no_grad():
-        images = G.synthesize(moved.reshape(n * k, *latents.shape[1:]))
-    return images.reshape(n, k, *images.shape[1:])
+    return apply_direction(G, latents, direction, alphas)  # the latent-space rule (W on W+, layers) lives there
