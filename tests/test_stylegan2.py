@@ -166,7 +166,8 @@ def test_nvlabs_names_and_state_dict_round_trip(tmp_path):
 def test_modulated_conv_equals_nvlabs_fused_form():
     """Our non-fused modulated conv against NVlabs' fused grouped form (weights modulated per sample)."""
     g = torch.Generator().manual_seed(0)
-    x, wt, s = torch.randn(3, 4, 8, 8, generator=g), torch.randn(5, 4, 3, 3, generator=g), torch.randn(3, 4, generator=g)
+    x, wt = torch.randn(3, 4, 8, 8, generator=g), torch.randn(5, 4, 3, 3, generator=g)
+    s = torch.randn(3, 4, generator=g)
     f = setup_filter()
     w = wt[None] * s[:, None, :, None, None]
     w = w * (w.square().sum([2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]  # (n, O, I, 3, 3)

@@ -64,7 +64,8 @@ class StyleGANSpace:
         if not math.isfinite(psi):
             raise ValueError(f"{who}: expected a finite truncation_psi, got {truncation_psi!r}")
         if truncation_cutoff is not None and not (isinstance(truncation_cutoff, int) and truncation_cutoff > 0):
-            raise ValueError(f"{who}: expected truncation_cutoff to be None or a positive int, got {truncation_cutoff!r}")
+            raise ValueError(f"{who}: expected truncation_cutoff to be None or a positive int, "
+                             f"got {truncation_cutoff!r}")
         if space == "w" and truncation_cutoff is not None:
             raise ValueError(f"{who}: a W code is shared by all layers, so truncation_cutoff={truncation_cutoff!r} "
                              "(truncating only the first layers) needs space='wplus'")
