@@ -163,7 +163,10 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
         ``(n, *latent_shape)``, finite.
     direction : torch.Tensor or Directions
         One direction ``(*latent_shape)`` (or a ``Directions`` of length 1); or a chain of ``m`` directions,
-        ``(m, *latent_shape)`` (or a ``Directions`` of length ``m``), moved along together.
+        ``(m, *latent_shape)`` (or a ``Directions`` of length ``m``), moved along together. On a StyleGAN
+        generator a direction may also be W ``(w_dim,)`` (broadcast over the layers that move) or W+
+        ``(num_ws, w_dim)``, on its own codes or on W+ codes ``(n, num_ws, w_dim)``; a W+ direction on W codes is
+        refused (the rule: :func:`lowrankedit.models.latent_space.direction_offset`).
     alphas : sequence of float or torch.Tensor
         One direction: ``(k,)`` strengths for every latent, or ``(n, k)``, each latent its own. A chain: ``(k, m)``,
         row ``j`` holding the strength of each direction in edit ``j``, or ``(n, k, m)``.
@@ -186,23 +189,27 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
     >>> le.edit(G, z, d[0], [-1.0, 1.0]).shape, le.edit(G, z, d, [[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]).shape
     (torch.Size([2, 2, 3, 64, 64]), torch.Size([2, 3, 3, 64, 64]))
     """
-    from .models.protocol import check_generator, check_latents
+    from .models.latent_space import apply_direction, direction_shapes
+    from .models.protocol import check_generator
 
     who = "edit"
     check_generator(G, who=who)
     V.boolean(force, "force", who)
     if isinstance(direction, Directions):
         check_provenance(direction.meta, G, who, latent_shape=direction.latent_shape, force=force)
-    check_latents(G, latents, who)
-    shape = tuple(G.latent_shape)
+    singles = direction_shapes(G)
     vecs = direction.vectors if isinstance(direction, Directions) else direction
     if not isinstance(vecs, torch.Tensor):
         raise TypeError(f"edit: expected direction as a tensor or Directions, got {type(direction).__name__}")
     V.tensor(vecs, "direction", who)
-    chain = tuple(vecs.shape) != shape
-    if chain and (vecs.dim() != len(shape) + 1 or tuple(vecs.shape[1:]) != shape):
-        raise ValueError(f"edit: expected direction of shape {shape}, got {tuple(vecs.shape)} (a chain of m "
-                         f"directions: (m, {', '.join(map(str, shape))}))")
+    # a Directions says by its length whether it is a chain; a tensor by its shape (one direction's shape wins)
+    chain = len(direction) > 1 if isinstance(direction, Directions) else tuple(vecs.shape) not in singles
+    if chain and tuple(vecs.shape[1:]) not in singles:
+        want = " or ".join(str(s) for s in singles)
+        raise ValueError(f"edit: expected direction of shape {want}, got {tuple(vecs.shape)} (a chain of m "
+                         f"directions: (m, *shape))")
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"edit: expected latents to be a torch.Tensor, got {type(latents).__name__}")
     vecs = (vecs if chain else vecs[None]).to(latents)                                # (m, *shape)
     if orthogonal_to is not None:
         vecs = torch.stack([orthogonalize(v, orthogonal_to) for v in vecs])
@@ -210,9 +217,6 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
     a = torch.as_tensor(alphas, dtype=latents.dtype, device=latents.device)
     if not chain:
         a = a[..., None]                                                              # one direction: m = 1
-    if isinstance(direction, Directions) and len(direction) > 1 and a.dim() < 2:
-        raise ValueError(f"edit: got a Directions of length {m} and alphas {tuple(a.shape[:-1])}; index it for one "
-                         f"direction, or pass alphas of shape (k, {m}) to chain them")
     if a.dim() == 2:
         a = a.expand(n, *a.shape)
     if a.dim() != 3 or a.shape[0] != n or a.shape[2] != m:
@@ -220,8 +224,4 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
         raise ValueError(f"edit: expected alphas of shape {want}, got {tuple(torch.as_tensor(alphas).shape)}")
     if not torch.isfinite(a).all():
         raise ValueError("edit: alphas contain NaN or Inf")
-    k = a.shape[1]
-    moved = latents[:, None] + torch.einsum("nkm,md->nkd", a, vecs.reshape(m, -1)).reshape(n, k, *shape)
-    with torch.no_grad():
-        images = G.synthesize(moved.reshape(n * k, *shape))
-    return images.reshape(n, k, *images.shape[1:])
+    return apply_direction(G, latents, vecs, a)  # the latent-space rule (W on W+, layers) lives there

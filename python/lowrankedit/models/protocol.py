@@ -58,7 +58,8 @@ def fingerprint(G):
     """A short, stable identifier of a generator: its class, latent shape and (for modules) a hash of its weights."""
     h = hashlib.sha1()
     h.update(type(G).__name__.encode())
-    h.update(str(tuple(getattr(G, "latent_shape", ()))).encode())
+    # StyleGAN generators hash their ws shape: one set of weights has one fingerprint in every latent space
+    h.update(str(tuple(getattr(G, "ws_shape", None) or getattr(G, "latent_shape", ()))).encode())
     if isinstance(G, torch.nn.Module):
         for name, t in sorted(G.state_dict().items()):
             h.update(name.encode())
@@ -95,6 +96,9 @@ def check_provenance(meta, G, who, *, latent_shape=None, force=False):
             "latent space": latent_space(G),
             "latent shape": tuple(int(s) for s in G.latent_shape) if latent_shape is not None else None}
     differ = [k for k in rec if rec[k] is not None and have[k] is not None and rec[k] != have[k]]
+    if rec["latent space"] == "w" and have["latent space"] == "wplus" and rec["latent shape"] in (None, (G.w_dim,)):
+        # a W direction applies to W+ codes by explicit broadcast (models.latent_space.direction_offset)
+        differ = [k for k in differ if k not in ("latent space", "latent shape")]
     if differ:
         def side(d):
             return ", ".join(f"{k} {d[k]!r}" for k in rec if d[k] is not None) or "nothing recorded"
