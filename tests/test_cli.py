@@ -45,6 +45,19 @@ def test_end_to_end(tmp_path):
     assert "ROIR" in r.stdout
 
 
+def test_discover_on_two_processes_equals_one(tmp_path):
+    """--nproc 2 launches two gloo ranks under torchrun (loopback); the directions equal the one-process run's."""
+    common = ("discover", "--method", "resefa", "--region", "22,14,12,36", "--faces", "2", "--quiet",
+              "--threads", "1")
+    one = run(*common, "--out", str(tmp_path / "one"))
+    two = run(*common, "--out", str(tmp_path / "two"), "--nproc", "2")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    paths = [r.stdout.strip().splitlines()[-1] for r in (one, two)]
+    d1, d2 = (le.Directions.load(p) for p in paths)
+    cos = torch.nn.functional.cosine_similarity(d1.vectors[:3].double(), d2.vectors[:3].double(), dim=1).abs()
+    assert bool((cos > 1 - 1e-6).all()), cos
+
+
 def test_error_exits_in_a_process(tmp_path):
     for args in (("discover", "--method", "resefa", "--region", "1,2,3", "--out", str(tmp_path)),
                  ("edit", "--directions", str(tmp_path / "missing.directions"))):

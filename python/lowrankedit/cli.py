@@ -191,17 +191,35 @@ def _common_setup(args):
     return generator(args.generator, args.space, args.device)
 
 
+def _without_nproc(argv):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def cmd_discover(args):
+    from . import distributed
     from .discover import discover
 
+    if args.nproc > 1 and not distributed.launched():  # start the ranks under torchrun; each runs this command
+        return distributed.launch(_without_nproc(args.argv), args.nproc)
+    if distributed.launched():
+        distributed.init()
     G = _common_setup(args)
     reg = region(args.region, G)
     out = discover(G, args.method, reg, faces=args.faces, seed=args.seed, preset=args.preset,
                    progress=not args.quiet, lelsd_steps=args.lelsd_steps)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"{args.method}_{reg.name or 'region'}.directions")
-    out.save(path)
-    print(path)
+    distributed.atomic_write_if_all_finished(path, out.save, tag="discover")  # nothing unless every rank finished
+    if distributed.rank() == 0:
+        print(path)
 
 
 def cmd_edit(args):
@@ -319,6 +337,8 @@ def build_parser():
     d.add_argument("--preset", default="default", choices=("default", "official"),
                    help="the method's settings: measured defaults, or the paper code's")
     d.add_argument("--lelsd-steps", type=_positive("lelsd-steps"), default=None, help=argparse.SUPPRESS)
+    d.add_argument("--nproc", type=_positive("nproc"), default=1,
+                   help="local processes sharing the work under torchrun (torch.distributed; default 1)")
     common(d)
 
     e = sub.add_parser("edit", help="render edits along a directions file; writes DIR/edit_<file>.png")
@@ -357,7 +377,8 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        COMMANDS[args.command](args)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        status = COMMANDS[args.command](args)
     except UsageError as exc:
         msg = str(exc)
         print(msg if msg.startswith("lowrankedit") else f"lowrankedit: error: {msg}", file=sys.stderr)
@@ -371,7 +392,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("lowrankedit: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
