@@ -165,7 +165,11 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
                 for k0, cols in _columns(rows_of, flat, chunk, jvp):
                     J[:, k0:k0 + cols.shape[0]] = cols.mT
                     bar.update(1)
-                G_in, G_out = masked_gram(J[None], w_rows)
+                try:  # the op refuses NaN / Inf in J: say what that means for the caller's generator
+                    G_in, G_out = masked_gram(J[None], w_rows)
+                except ValueError as exc:
+                    raise ValueError(f"jacobian_gram: expected G's derivatives at latent {i} to be finite (its images "
+                                     f"or their derivatives are NaN or Inf there): {exc}") from None
                 G_in, G_out = G_in[0], G_out[0]
                 del J
             fg += G_in.double() / n_fg
