@@ -81,7 +81,7 @@ def _ops():
 def _extension():
     use_cuda = _want_cuda()
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
-    sources = rel("pyext/*.cpp") + rel("csrc/cpu/*.cpp")
+    sources = rel("pyext/*.cpp") + rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     library_dirs = []
     define_macros = []

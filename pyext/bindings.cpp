@@ -8,6 +8,8 @@ void bind_singular_value_threshold(pybind11::module_& m);
 void bind_rpca_step(pybind11::module_& m);
 void bind_masked_gram(pybind11::module_& m);
 void bind_rpca_iterate(pybind11::module_& m);
+void bind_generalized_eigh_topk(pybind11::module_& m);
+void bind_rpca_ialm(pybind11::module_& m);
 // [ops: declarations]
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -29,5 +31,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_rpca_step(m);
   bind_masked_gram(m);
   bind_rpca_iterate(m);
+  bind_generalized_eigh_topk(m);
+  bind_rpca_ialm(m);
   // [ops: bindings]
 }
