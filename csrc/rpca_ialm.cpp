@@ -9,7 +9,7 @@
 // The SVT of the symmetric argument X keeps the eigenvalues with |lambda| > 1/mu. Only those are computed: block
 // Krylov Rayleigh-Ritz (block_krylov.h) from the previous iteration's Ritz vectors plus random columns, on a block of
 // p columns with p above the predicted rank; when the survivors fill the block it grows (Lin et al.'s rule: the
-// predicted rank becomes r + 5% of n), when the survivors' Ritz pairs have not converged it restarts from them. A
+// predicted rank becomes r + 5% of n, here at most r + max(5, r)), when the survivors' Ritz pairs have not converged it restarts from them. A
 // block too wide for a small Krylov space (p (steps + 1) > n / 2) takes the full eigendecomposition instead.
 // Certificate: at the end, the largest |eigenvalue| of the last SVT argument outside the kept eigenvectors is
 // estimated by block Lanczos on the deflated operator (I - U U^T) X (I - U U^T) (exact for small n); gap =
@@ -104,7 +104,10 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   at::Tensor S, X;
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
-  const int64_t grow = std::max<int64_t>(1, static_cast<int64_t>(std::lround(0.05 * n)));
+  // Lin et al. grow the predicted rank by 5% of n; capped at max(5, r) so that a big n does not make the block
+  // (and each Krylov pass, n^2 p flops) far wider than the rank it has to hold.
+  const int64_t five_percent = std::max<int64_t>(1, static_cast<int64_t>(std::lround(0.05 * n)));
+  auto grow_for = [&](int64_t r) { return std::min(five_percent, std::max<int64_t>(5, r)); };
   Svt svt;
   double tau = 0;
 
@@ -114,7 +117,7 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     X = T.sub_(S);  // the SVT argument M - S + Y/mu
     tau = 1.0 / mu;
     // Partial SVT: a block of p >= predicted rank + 1 columns.
-    int64_t p = std::max(sv + 1, W.defined() ? W.size(1) : int64_t(0));
+    int64_t p = std::min(sv + 1, n);
     bool done = o.exact_svt;
     for (int64_t attempt = 0; !done && attempt < kMaxAttempts; ++attempt) {
       const int64_t cols = std::min(p + kExtraColumns, n);
@@ -129,7 +132,7 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
       const int64_t r = (ritz.values.abs() > tau).sum().item<int64_t>();
       W = ritz.vectors.narrow(1, 0, std::min(m, std::max(p, r + 1)));
       if (r + 1 > p) {  // the survivors fill the block: grow it
-        p = std::min(r + grow + 1, n);
+        p = std::min(r + grow_for(r) + 1, n);
         continue;
       }
       const double scale = ritz.values.abs().max().item<double>();
@@ -144,7 +147,7 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
       W = at::Tensor();
     }
     // Lin et al.'s rank prediction for the next iteration.
-    sv = svt.rank < sv ? svt.rank + 1 : std::min(svt.rank + grow, n);
+    sv = svt.rank < sv ? svt.rank + 1 : std::min(svt.rank + grow_for(svt.rank), n);
     auto L_new = svt.rank > 0 ? at::matmul(svt.U * svt.w.unsqueeze(0), svt.U.mT()) : at::zeros_like(M);
     const double dL = at::linalg_matrix_norm(L_new - L, "fro").item<double>();
     L = L_new;

@@ -17,7 +17,7 @@ struct RpcaIalmOptions {
   bool exact_svt = false;       // full eigendecomposition every iteration (the reference route)
   int64_t rank_guess = 10;      // the first partial SVT's rank estimate (Lin et al.'s sv = 10)
   int64_t steps = 2;            // block Krylov steps per partial-SVT attempt
-  double svt_tol = 1e-12;       // Ritz pairs accepted when ||X u - theta u|| <= svt_tol ||X||_2
+  double svt_tol = 1e-10;       // Ritz pairs accepted when ||X u - theta u|| <= svt_tol ||X||_2
   int64_t tail_block = 8;       // the certificate: block width and steps of the Lanczos estimate of the largest
   int64_t tail_steps = 12;      //   |eigenvalue| of the final SVT argument outside the kept eigenvectors
   uint64_t seed = 0;

@@ -35,7 +35,7 @@ def _integer(value, name, op, minimum):
 
 
 def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_max_factor=1e7, exact_svt=False,
-              rank_guess=10, steps=2, svt_tol=1e-12, tail_block=8, tail_steps=12, seed=0):
+              rank_guess=10, steps=2, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
     """Principal component pursuit of a symmetric matrix, certified without its whole spectrum.
 
     Parameters
@@ -56,8 +56,8 @@ def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_ma
     exact_svt : bool
         Full eigendecomposition every iteration (the reference route, same iteration otherwise).
     rank_guess : int
-        The first partial SVT's predicted rank (then Lin et al.'s rule: ``r + 1`` when the rank fell, ``r + 5%``
-        of ``n`` when it did not).
+        The first partial SVT's predicted rank (then Lin et al.'s rule: ``r + 1`` when the rank fell, ``r`` plus
+        ``min(5% of n, max(5, r))`` when it did not).
     steps : int
         Block Krylov steps per partial-SVT pass.
     svt_tol : float
