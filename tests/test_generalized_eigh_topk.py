@@ -34,7 +34,12 @@ def test_matches_scipy_subset_by_index(device, dtype, cos_min, w_tol, D, k, seed
     assert info["converged"] and w.shape == (k,) and X.shape == (D, k)
     assert torch.allclose(w.double().cpu(), w_ref, rtol=w_tol, atol=w_tol * float(w_ref[0])), (w, w_ref)
     cos = _abs_cos(X, X_ref)
-    assert bool((cos >= cos_min).all()), cos
+    # An eigenvector is determined to |cos| ~ 1 - (eps ||C|| / gap)^2: in float32 only those whose eigenvalue is
+    # separated from its neighbours by 1e-3 |l_1| are compared (the k = D case has near-degenerate small ones).
+    gaps = (w_ref[:, None] - w_ref[None, :]).abs().fill_diagonal_(float("inf"))
+    determined = gaps.amin(1) > (1e-3 * float(w_ref[0]) if dtype == torch.float32 else 0.0)
+    assert int(determined.sum()) >= min(k, 5)
+    assert bool((cos[determined] >= cos_min).all()), cos
     assert torch.allclose(X.double().norm(dim=0).cpu(), torch.ones(k, dtype=torch.float64), atol=1e-5)
 
 
