@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 import torch
 
@@ -72,15 +72,11 @@ def _want_cuda():
     return shutil.which("nvcc") is not None and cpp_extension.CUDA_HOME is not None
 
 
-def _ops():
-    """One op = one file stem in pyext/ (bindings.cpp excluded)."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "pyext", "*.cpp"))]
-    return sorted(s for s in stems if s != "bindings")
-
-
 def _extension():
     use_cuda = _want_cuda()
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    # pyext/: entries and registrations (one file per op stem) and the module; csrc/*.cpp: composed solvers;
+    # csrc/cpu/, csrc/cuda/: kernels. The ops themselves are listed by the dispatcher, not here.
     sources = rel("pyext/*.cpp") + rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     library_dirs = []
@@ -121,7 +117,6 @@ def _extension():
         "cuda_compiled": use_cuda,
         "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if use_cuda else None,
         "openmp": openmp,
-        "ops": _ops(),
         "backends": ["cpu", "cuda"] if use_cuda else ["cpu"],
         "python": sys.version.split()[0],
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -132,8 +127,11 @@ def _extension():
 class BuildExtension(cpp_extension.BuildExtension):
     def run(self):
         super().run()
-        # Written after a successful build only, atomically: a failed build leaves the old record in place.
-        path = os.path.join(ROOT, "python", "lowrankedit", "_build_info.json")
+        # Written after a successful build only, atomically: a failed build leaves the old record in place. It goes
+        # beside the built _C: python/lowrankedit/ for an in-place build, the build folder (and so the wheel) for
+        # `pip install` / `pip wheel`, where build_py has already copied the package before this runs.
+        path = os.path.join(os.path.dirname(self.get_ext_fullpath(EXTENSION.name)), "_build_info.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(BUILD_INFO, fh, indent=2)
@@ -142,15 +140,11 @@ class BuildExtension(cpp_extension.BuildExtension):
 
 EXTENSION, BUILD_INFO = _extension()
 
+# Metadata and the package list live in pyproject.toml; the version (one place, also in the build record) and the
+# dependencies are given here. torch is pinned to the one compiled against: the extension loads only with it.
 setup(
-    name="lowrankedit",
     version=VERSION,
-    description="Local image editing with pretrained GANs: LowRankGAN, ReSeFa, LELSD and PandA on C++/CUDA kernels",
-    package_dir={"": "python"},
-    packages=find_packages("python"),
-    package_data={"lowrankedit": ["_build_info.json"]},
     ext_modules=[EXTENSION],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    python_requires=">=3.10",
-    install_requires=["torch", "numpy", "tqdm", "pillow"],
+    install_requires=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "tqdm", "pillow"],
 )

@@ -2,15 +2,16 @@
 
 Runs two ways:
   python -m pytest bench/bench_generalized_eigh.py --benchmark-only     (pytest-benchmark, small sizes)
-  python bench/bench_generalized_eigh.py [--quick]                      (agreement first, then the markdown table,
-                                                                          also written to bench/results/generalized_eigh.md)
-Timings are wall-clock medians (and minima) over repeats, float64 on the CPU, ONE thread for every contender
+  python bench/bench_generalized_eigh.py [--quick] [--threads N] [--out-dir DIR]
+                                                                        (agreement first, then the markdown table,
+                                                                         also written to bench/results/generalized_eigh.md)
+Timings (``harness.time_routes``: the routes alternate) are wall-clock medians (and minima) over repeats, float64 on the CPU, ONE thread for every contender
 (torch and NumPy's BLAS; ``--threads N`` to change): the machine is shared with other jobs, and oversubscribed
 threads made every timing several times slower and noisier. Look at the ratios more than the absolute numbers.
 Peak memory of the Woodbury and dense routes: a fresh subprocess builds its inputs, runs a small warm-up solve
 (so library loading is not counted), resets the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), solves,
-and reports ``VmHWM - VmRSS`` from ``/proc/self/status`` (peak resident memory the solve added on top of its
-inputs). Where the reset is unavailable it falls back to ``ru_maxrss`` growth (a lower bound).
+and reports ``VmHWM - VmRSS`` from ``/proc/self/status`` (``harness.peak_rss``: peak resident memory the solve added
+on top of its inputs). Where the reset is unavailable it falls back to ``ru_maxrss`` growth (a lower bound).
 """
 import json
 import os
@@ -18,19 +19,14 @@ import subprocess
 import sys
 import time
 
-_THREADS = "1"
-if "--threads" in sys.argv:
-    _THREADS = sys.argv[sys.argv.index("--threads") + 1]
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = _THREADS  # before NumPy / torch load their BLAS
+import harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+_THREADS = harness.pin_threads(1)  # before NumPy / torch load their BLAS
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(_THREADS))
+torch.set_num_threads(_THREADS)
 
 from lowrankedit.ops import generalized_eigh, generalized_eigh_woodbury  # noqa: E402
 
@@ -76,15 +72,6 @@ def ours(A, B, tau=TAU):
     return generalized_eigh(A, B, tau)
 
 
-def timed(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), float(np.min(times))
-
-
 def check_agreement(D=256, k=8):
     A, B = synthetic_grams(D, seed=1)
     w, X = ours(A, B)
@@ -99,18 +86,8 @@ def check_agreement(D=256, k=8):
     return float(cos.min())
 
 
-def _status_kib(key):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def _child(kind, D, r, m):
     """Runs in a fresh process: build inputs, warm up, reset the peak-RSS counter, solve; print JSON."""
-    import resource
-
     Fa, Fb = thin_factors(D, r, m)
     if kind == "woodbury":
         run = lambda Fa, Fb: generalized_eigh_woodbury(Fb, Fa=Fa, tau=TAU, k=min(Fa.shape[0], 16))  # noqa: E731
@@ -118,25 +95,19 @@ def _child(kind, D, r, m):
         run = lambda Fa, Fb: generalized_eigh(Fa.T @ Fa, Fb.T @ Fb, TAU)  # noqa: E731
     run(*thin_factors(64, 8, 16, seed=1))  # warm-up: load LAPACK etc. outside the measurement
     input_bytes = (Fa.numel() + Fb.numel()) * 8
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        method, before = "VmHWM", _status_kib("VmRSS")
-    except OSError:
-        method, before = "ru_maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    w, X = run(Fa, Fb)
+    result = {}
+    peak, method = harness.peak_rss(lambda: result.setdefault("w", run(Fa, Fb)[0]))
     seconds = time.perf_counter() - t0
-    after = _status_kib("VmHWM") if method == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_mib": (after - before) / 1024, "input_mib": input_bytes / 2 ** 20,
-                      "top": float(w[0]), "method": method}))
+    print(json.dumps({"seconds": seconds, "peak_mib": peak / 2 ** 20, "input_mib": input_bytes / 2 ** 20,
+                      "top": float(result["w"][0]), "method": method}))
 
 
 def in_subprocess(kind, D, r, m, repeat):
     out = []
     for _ in range(repeat):
         res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", kind, str(D), str(r), str(m),
-                              "--threads", _THREADS],
+                              "--threads", str(_THREADS)],
                              capture_output=True, text=True, check=True)
         out.append(json.loads(res.stdout.strip().splitlines()[-1]))
     return {"seconds": float(np.median([o["seconds"] for o in out])), "min": float(min(o["seconds"] for o in out)),
@@ -144,23 +115,29 @@ def in_subprocess(kind, D, r, m, repeat):
             "top": out[0]["top"], "method": out[0]["method"]}
 
 
-def main(quick=False):
+def main():
+    args = harness.parser(__doc__, default_threads=1).parse_args()
+    quick = args.quick
     cos = check_agreement()
     lines = [f"Agreement (D=256, top 8 vs numpy inv+eig): min |cos| = {cos:.9f}; Woodbury == dense checked.", ""]
     lines += ["| D | ours generalized_eigh (s) | numpy inv+eig (s) | torch inv+eig (s) | numpy / ours | torch / ours |",
               "|---|---|---|---|---|---|"]
     # (D, repeats of ours, repeats of the baselines, run torch inv+eig too). At D = 4608 one general eig takes
     # ~15 min single-threaded on this shared machine, so only the official NumPy route is timed there, once.
-    sizes = [(512, 7, 5, True)] + ([] if quick else [(4608, 1, 1, False)])
+    sizes = [(256, 3, 2, True)] if quick else [(512, 7, 5, True), (4608, 1, 1, False)]
     for D, rep_ours, rep_base, with_torch in sizes:
         A, B = synthetic_grams(D)
-        t_ours = timed(lambda: ours(A, B), rep_ours)
-        t_np = timed(lambda: numpy_inv_eig(A, B), rep_base)
-        t_th = timed(lambda: torch_inv_eig(A, B), rep_base) if with_torch else None
-        th = f"{t_th[0]:.3f} (min {t_th[1]:.3f})" if t_th else "not run"
-        th_ratio = f"{t_th[0] / t_ours[0]:.1f}x" if t_th else "-"
-        lines.append(f"| {D} | {t_ours[0]:.3f} (min {t_ours[1]:.3f}) | {t_np[0]:.3f} (min {t_np[1]:.3f}) | "
-                     f"{th} | {t_np[0] / t_ours[0]:.1f}x | {th_ratio} |")
+        routes = {"ours": (lambda: ours(A, B), rep_ours), "numpy": (lambda: numpy_inv_eig(A, B), rep_base)}
+        if with_torch:
+            routes["torch"] = (lambda: torch_inv_eig(A, B), rep_base)
+        # One warm-up call of ours only: at D = 4608 a warm-up of the NumPy route would cost another 15 min.
+        ours(A, B)
+        t = harness.time_routes(routes, warmup=0)
+        t_ours, t_np, t_th = t["ours"], t["numpy"], t.get("torch")
+        th = f"{t_th.median:.3f} (min {t_th.min:.3f})" if t_th else "not run"
+        th_ratio = f"{t_th.median / t_ours.median:.1f}x" if t_th else "-"
+        lines.append(f"| {D} | {t_ours.median:.3f} (min {t_ours.min:.3f}) | {t_np.median:.3f} (min {t_np.min:.3f}) | "
+                     f"{th} | {t_np.median / t_ours.median:.1f}x | {th_ratio} |")
         print(lines[-1], flush=True)
     lines += ["", "Woodbury route (thin background factor Fb (m, D), thin foreground factor Fa (r, D), top 16), "
               "vs the dense route on the same problem (forms both D x D Grams, then generalized_eigh). Peak extra memory: "
@@ -169,24 +146,19 @@ def main(quick=False):
               "| D | r | m | route | time (s) | peak extra memory (MiB) | inputs (MiB) |", "|---|---|---|---|---|---|---|"]
     cases = [(4608, 256, 1024, "woodbury", 3), (4608, 256, 1024, "dense", 1), (9216, 256, 1024, "woodbury", 3)]
     if quick:
-        cases = [(2048, 64, 256, "woodbury", 1), (2048, 64, 256, "dense", 1)]
+        cases = [(1024, 64, 256, "woodbury", 1), (1024, 64, 256, "dense", 1)]
     for D, r, m, kind, rep in cases:
         res = in_subprocess(kind, D, r, m, rep)
         lines.append(f"| {D} | {r} | {m} | {kind} | {res['seconds']:.3f} (min {res['min']:.3f}) | "
                      f"{res['peak_mib']:.0f} ({res['method']}) | {res['input_mib']:.0f} |")
         print(lines[-1], flush=True)
-    lines += ["", f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} thread(s) for all, float64, CPU "
-              f"(shared with other jobs); medians over 7 (ours, D=512) / 5 (baselines, D=512) / 1 (D=4608) "
-              f"repeats, min in parentheses; Woodbury: median of 3 fresh subprocesses."]
+    runs = ("a quick run (--quick): D=256, 3 runs of ours, 2 of each baseline; Woodbury cases once" if quick else
+            "D=512: 7 runs of ours, 5 of each baseline; D=4608: 1 each; Woodbury: median of 3 fresh subprocesses")
+    lines += ["", f"{_THREADS} thread(s) for all, float64, CPU; medians over the runs ({runs}), min in parentheses, "
+              "the routes alternating."]
     table = "\n".join(lines)
-    if not quick:
-        path = os.path.join(ROOT, "bench", "results", "generalized_eigh.md")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write("# generalized_eigh: ours vs inv + eig, and the Woodbury route\n\n"
-                     f"Command: `/work/main/.venv/bin/python bench/bench_generalized_eigh.py --threads {_THREADS}`"
-                     "\n\n" + table + "\n")
-        os.replace(tmp, path)
+    harness.write_result("generalized_eigh", "# generalized_eigh: ours vs inv + eig, and the Woodbury route\n\n"
+                         + table, args.out_dir)
     print("\n" + table)
 
 
@@ -218,4 +190,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:
-        main(quick="--quick" in sys.argv)
+        main()

@@ -1,6 +1,7 @@
 """LELSD on the pretrained DCGAN (mouth box): time per optimization step, and the held-out scores reached.
 
-Script:  python bench/bench_lelsd.py   (checks agreement, prints the tables, writes bench/results/lelsd.md)
+Script:  python bench/bench_lelsd.py [--quick] [--threads N] [--out-dir DIR]
+         (checks agreement, prints the tables, writes bench/results/lelsd.md)
 pytest:  python -m pytest bench/bench_lelsd.py --benchmark-only
 
 One step = sample a batch, the original pass (no grad), the edited pass, the segmenter on both, the loss, backward,
@@ -8,31 +9,26 @@ Adam, renormalization. "ours" computes every localization layer in one run of th
 generator protocol's ``G.features(z, layer)`` for each layer (which reruns the shallower blocks every time), the
 obvious way to write it against the protocol. Both give the same loss and gradient (checked first).
 
-Timing: the machine is shared with other jobs, so each route runs REPEATS steps after a warm-up and the table shows
-the median and the minimum; one thread (``torch.set_num_threads(1)``): on this 2-core shared machine two threads
+Timing (``harness.time_routes``): the machine is shared with other jobs, so the two routes alternate, each runs
+REPEATS steps after a warm-up, and the table shows the median and the minimum; one thread (``torch.set_num_threads(1)``): on this 2-core shared machine two threads
 were slower than one for these batch-4 convolutions.
 """
-import os
-import statistics
-import sys
 import time
 
+import harness
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python"))
-
-import lowrankedit  # noqa: E402
-from lowrankedit.methods.lelsd import _feature_layers, _normalized_weights, _step_loss, held_out_scores  # noqa: E402
-from lowrankedit.segmenters import StaticRegion  # noqa: E402
+import lowrankedit
+from lowrankedit.methods.lelsd import _feature_layers, _normalized_weights, _step_loss, held_out_scores
+from lowrankedit.segmenters import StaticRegion
 
 REPEATS = 15
 LAYER_SETS = [("block1", "block2", "block3", "block4"), ("block3", "block4", "image")]
 # Runs whose held-out scores the results table reports: the official settings (lr 1e-3, all layers) and ours.
 RUNS = [
-    ("official settings: all layers, lr 1e-3", dict(steps=100, lr=1e-3)),
-    ("official settings: all layers, lr 1e-3", dict(steps=300, lr=1e-3)),
+    ("official settings: all layers, lr 1e-3", dict(steps=100, lr=1e-3, preset="official")),
+    ("official settings: all layers, lr 1e-3", dict(steps=300, lr=1e-3, preset="official")),
     ("tuned (the acceptance test): block3+block4+image, lr 5e-2", dict(steps=100, lr=5e-2,
                                                                        layers=("block3", "block4", "image"))),
     ("tuned: block3+block4+image, lr 2e-2, batch 8", dict(steps=150, lr=2e-2, batch_size=8,
@@ -40,6 +36,7 @@ RUNS = [
     ("tuned, 3 directions: block3+block4+image, lr 5e-2", dict(steps=150, lr=5e-2, num_directions=3,
                                                                layers=("block3", "block4", "image"))),
 ]
+QUICK_RUNS = [("quick check: block3+block4+image, lr 5e-2", dict(steps=5, lr=5e-2, layers=("block3", "block4", "image")))]
 EVAL_SEED, N_EVAL = 424242, 32
 
 
@@ -84,16 +81,6 @@ def check_agreement():
         assert err < 1e-4, err
 
 
-def timeit(fn, repeats=REPEATS):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
-
-
 @pytest.mark.parametrize("layers", LAYER_SETS, ids=["all-blocks", "block34-image"])
 @pytest.mark.parametrize("route", ["ours", "baseline"])
 def test_step(benchmark, layers, route):
@@ -101,14 +88,14 @@ def test_step(benchmark, layers, route):
     benchmark(make_step(layers, route == "ours"))
 
 
-def scores():
+def scores(runs=RUNS):
     G = lowrankedit.models.dcgan_digiface()
     seg = StaticRegion(lowrankedit.models.dcgan_mouth_region())
     z = G.sample_latents(N_EVAL, seed=EVAL_SEED)
     r = torch.randn(16, 100, generator=torch.Generator().manual_seed(11))
     rand = held_out_scores(G, seg, r / r.norm(dim=1, keepdim=True), z, alphas=(3.0,))[0]
     rows = []
-    for name, kw in RUNS:
+    for name, kw in runs:
         t0 = time.perf_counter()
         d = lowrankedit.lelsd(G, seg, progress=False, eval_samples=8, seed=0, **kw)
         wall = time.perf_counter() - t0
@@ -120,22 +107,23 @@ def scores():
 
 
 def main():
-    torch.set_num_threads(1)
+    args = harness.parser(__doc__, default_threads=1).parse_args()
+    harness.pin_threads(args.threads)
     check_agreement()
+    repeats = 3 if args.quick else REPEATS
     lines = ["# LELSD on the DCGAN mouth box", "",
-             f"`python bench/bench_lelsd.py`; torch {torch.__version__}, CPU, 1 thread, shared machine "
-             f"(median and min of {REPEATS} steps after a warm-up). Batch 4. Loss and gradient of both routes agree "
-             "(checked first).", "",
+             f"CPU, {torch.get_num_threads()} thread(s); median and min of {repeats} steps of each route after a "
+             "warm-up, the routes alternating. Batch 4. Loss and gradient of both routes agree (checked first).", "",
              "## Time per optimization step", "",
              "| localization layers | ours (one pass) ms/step, median (min) | baseline (G.features per layer) "
              "ms/step, median (min) | baseline / ours |", "|---|---|---|---|"]
-    for layers in LAYER_SETS:
-        ours = timeit(make_step(layers, True))
-        base = timeit(make_step(layers, False))
-        lines.append(f"| {' + '.join(layers)} | {ours[0] * 1e3:.1f} ({ours[1] * 1e3:.1f}) | "
-                     f"{base[0] * 1e3:.1f} ({base[1] * 1e3:.1f}) | {base[0] / ours[0]:.2f}x |")
+    for layers in LAYER_SETS[:1] if args.quick else LAYER_SETS:
+        t = harness.time_routes({"ours": (make_step(layers, True), repeats),
+                                 "baseline": (make_step(layers, False), repeats)}, warmup=1)
+        ours, base = t["ours"], t["baseline"]
+        lines.append(f"| {' + '.join(layers)} | {ours.ms(1)} | {base.ms(1)} | {base.median / ours.median:.2f}x |")
         print(lines[-1], flush=True)
-    rand_mean, rand, rows = scores()
+    rand_mean, rand, rows = scores(QUICK_RUNS if args.quick else RUNS)
     lines += ["", "## Held-out image-level localization score reached",
               "", f"`lowrankedit.localization_score` on {N_EVAL} held-out codes (seed {EVAL_SEED}), alphas "
               "(-3, -1.5, 1.5, 3). Random unit directions (16 draws at alpha 3, as in tests/test_lelsd.py) score "
@@ -153,13 +141,7 @@ def main():
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
-    out = os.path.join(ROOT, "bench", "results", "lelsd.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    harness.write_result("lelsd", text, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,21 @@
 """panda_grad (re-associated, two passes over Z) vs the official left-to-right chains of PandA's model.py.
 
-Run as ``python bench/bench_panda_grad.py`` (checks agreement, prints a markdown table, writes
-bench/results/panda_grad.md) or ``python -m pytest bench/bench_panda_grad.py --benchmark-only``.
+Run as ``python bench/bench_panda_grad.py [--quick] [--threads N] [--out-dir DIR]`` (checks agreement, prints a
+markdown table, writes bench/results/panda_grad.md) or ``python -m pytest bench/bench_panda_grad.py --benchmark-only``.
+Ours and the official chain are timed alternately (``harness.time_routes``); peak memory of one call of each is
+measured by ``harness.peak_memory``.
 """
-import os
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+import harness
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import lowrankedit  # noqa: E402
-from lowrankedit import reference  # noqa: E402
-from lowrankedit.methods.panda import hosvd_appearances  # noqa: E402
-from lowrankedit.ops import panda_grad  # noqa: E402
+import lowrankedit
+from lowrankedit import reference
+from lowrankedit.methods.panda import hosvd_appearances
+from lowrankedit.ops import panda_grad
 
 RS = 8  # the official default number of parts
 
@@ -52,17 +50,6 @@ CASES = {
 }
 
 
-def timeit(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
-
-
 def check_agreement(Z, A, P):
     gA, gP, loss = panda_grad(Z, A, P)
     rA, rP, rloss = reference.panda_grad(Z, A, P)  # float64
@@ -82,62 +69,63 @@ def end_to_end(layer="block3", ranks=(64, 8), iters=1000, n_samples=1024, batch_
 
 
 def main():
-    # One thread: this machine's 2 cores are shared by several jobs, and oversubscribed OpenMP threads make every
-    # timing (ours and the baseline alike) noisy and up to 10x slower.
-    torch.set_num_threads(1)
+    args = harness.parser(__doc__, default_threads=1).parse_args()
+    # One thread by default: this machine's 2 cores are shared by several jobs, and oversubscribed OpenMP threads
+    # make every timing (ours and the baseline alike) noisy and up to 10x slower.
+    harness.pin_threads(args.threads)
     torch.manual_seed(0)
     rows = []
-    for name, make in CASES.items():
+    cases = dict(list(CASES.items())[:1]) if args.quick else CASES
+    for name, make in cases.items():
         Z, A, P = make()
         agree = check_agreement(Z, A, P)
         assert agree["ours_vs_f64"] < 1e-4, (name, agree)
-        rep_ours = 100
-        rep_off = 3 if "synthetic" in name else 10
-        ours_med, ours_min = timeit(lambda: panda_grad(Z, A, P), rep_ours, warmup=3)
-        off_med, off_min = timeit(lambda: official(Z, A, P), rep_off)
-        rows.append((name, ours_med, ours_min, off_med, off_min, agree))
-        print(f"{name}: ours {ours_med * 1e3:.2f} ms, official {off_med * 1e3:.1f} ms, x{off_med / ours_med:.0f}",
-              flush=True)
-    e2e_time, pa, hist = end_to_end()
+        rep_ours = 10 if args.quick else 100
+        rep_off = 2 if args.quick else (3 if "synthetic" in name else 10)
+        panda_grad(Z, A, P), panda_grad(Z, A, P)  # two more warm-up calls of ours (3 in all)
+        t = harness.time_routes({"ours": (lambda: panda_grad(Z, A, P), rep_ours),
+                                 "official": (lambda: official(Z, A, P), rep_off)}, warmup=1)
+        mem = harness.peak_memory(panda_grad, Z, A, P), harness.peak_memory(official, Z, A, P)
+        rows.append((name, t["ours"], t["official"], agree, mem))
+        print(f"{name}: ours {t['ours'].median * 1e3:.2f} ms, official {t['official'].median * 1e3:.1f} ms, "
+              f"x{t['official'].median / t['ours'].median:.0f}", flush=True)
+    iters, n_samples = (20, 64) if args.quick else (1000, 1024)
+    e2e_time, pa, hist = end_to_end(iters=iters, n_samples=n_samples)
     rel = pa.meta["history_relative"]
     threads = torch.get_num_threads()
+    table = harness.markdown_table(
+        ["case", "runs ours / official", "ours median (ms)", "ours min (ms)", "official median (ms)",
+         "official min (ms)", "speed-up (median)", "speed-up (min)", "peak MiB ours / official",
+         "rel. error vs float64: ours / official"],
+        [[name, f"{o.runs} / {f.runs}", f"{o.median * 1e3:.2f}", f"{o.min * 1e3:.2f}", f"{f.median * 1e3:.1f}",
+          f"{f.min * 1e3:.1f}", f"**{f.median / o.median:.0f}x**", f"**{f.min / o.min:.0f}x**",
+          f"{mem[0].mib()} / {mem[1].mib()}", f"{agree['ours_vs_f64']:.1e} / {agree['official_vs_f64']:.1e}"]
+         for name, o, f, agree, mem in rows])
     lines = [
         "# panda_grad: re-associated gradient vs the official left-to-right chains",
         "",
-        f"CPU, float32, torch {torch.__version__}, {threads} threads, shared with other jobs (load varies): median "
-        "and min of repeated calls (ours 100 calls after 3 warm-up calls; official 10, or 3 at (512, 64x64), after one). The load from other jobs comes in bursts: the min is the better estimate of each side's cost, the median its typical cost under that load. "
+        f"CPU, float32, {threads} thread(s): median and min of repeated calls, ours and the official chain "
+        "alternating (ours after 3 warm-up calls, the official after one). The load from other jobs comes in bursts: "
+        "the min is the better estimate of each side's cost, the median its typical cost under that load. "
         f"Rc = C (the official default Rc = 512 = C), Rs = {RS}. The baseline computes only the two gradients "
         "(not the loss); ours also returns the loss. At (512, 64x64) the official chain forms a 4096 x 4096 "
-        "matrix per sample, so that case uses a batch of 2 for both.",
+        "matrix per sample, so that case uses a batch of 2 for both. Peak MiB: `harness.peak_memory` of one call "
+        "(torch CPU allocator records plus tracemalloc), outputs included.",
         "",
-        "| case | ours median (ms) | ours min (ms) | official median (ms) | official min (ms) | speed-up (median) "
-        "| speed-up (min) | rel. error vs float64: ours / official |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for name, om, on, fm, fn, agree in rows:
-        lines.append(f"| {name} | {om * 1e3:.2f} | {on * 1e3:.2f} | {fm * 1e3:.1f} | {fn * 1e3:.1f} | "
-                     f"**{fm / om:.0f}x** | **{fn / on:.0f}x** | {agree['ours_vs_f64']:.1e} / {agree['official_vs_f64']:.1e} |")
-    lines += [
+        table,
         "",
         "## Learning parts end to end (DCGAN block3, CPU)",
         "",
-        f"`lowrankedit.panda(G, 'block3', ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000)`: "
-        f"**{e2e_time:.1f} s** in all (sampling 1024 feature maps, HOSVD, 1000 line-searched steps of "
-        f"`panda_step`, one thread); fraction of a batch's energy left unexplained "
+        f"`lowrankedit.panda(G, 'block3', ranks=(64, 8), n_samples={n_samples}, batch_size=16, iters={iters})`: "
+        f"**{e2e_time:.1f} s** in all (sampling {n_samples} feature maps, HOSVD, {iters} line-searched steps of "
+        f"`panda_step`, {threads} thread(s)); fraction of a batch's energy left unexplained "
         f"{statistics.mean(rel[:10]):.3f} (first 10 steps) -> {statistics.mean(rel[-50:]):.3f} (last 50); "
         f"part locality (mass in each part's top 10% of pixels) mean {float(pa.locality().mean()):.2f}, "
         f"per part {', '.join(f'{v:.2f}' for v in pa.locality().tolist())}.",
-        "",
-        "Reproduce: `/work/main/.venv/bin/python bench/bench_panda_grad.py`",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    path = os.path.join(ROOT, "bench", "results", "panda_grad.md")
-    with open(path + ".tmp", "w") as fh:
-        fh.write(table)
-    os.replace(path + ".tmp", path)
-    print(f"wrote {path}")
+    text = "\n".join(lines)
+    print(text)
+    harness.write_result("panda_grad", text, args.out_dir)
 
 
 # ---------------------------------------------------------------- pytest-benchmark

@@ -2,28 +2,22 @@
 (a full SVD per iteration), on the real DCGAN's mouth-region Grams and on synthetic low-rank + sparse Grams.
 
 Run as a script (checks agreement first, prints and writes bench/results/rpca.md):
-    /work/main/.venv/bin/python bench/bench_rpca.py [--quick] [--ref-cap-2048 N]
+    python bench/bench_rpca.py [--quick] [--ref-cap-2048 N] [--threads N] [--out-dir DIR]
 or with pytest-benchmark:
-    /work/main/.venv/bin/python -m pytest bench/bench_rpca.py --benchmark-only
+    python -m pytest bench/bench_rpca.py --benchmark-only
+The routes of each problem are timed alternately by ``harness.time_routes`` (ours warmed up first).
 """
-import os
+import harness
 
-# Single-threaded BLAS/LAPACK for both sides (set before NumPy/torch load): the benchmark machine is shared, and
-# multi-threaded LAPACK on 100x100 matrices under load is 10-20x slower than one thread.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# Single-threaded BLAS/LAPACK for both sides by default (set before NumPy/torch load): the benchmark machine is
+# shared, and multi-threaded LAPACK on 100x100 matrices under load is 10-20x slower than one thread.
+harness.pin_threads(1)
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
 import warnings  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import lowrankedit as le  # noqa: E402
 from lowrankedit import reference  # noqa: E402
@@ -46,15 +40,6 @@ def dcgan_gram(seed=0):
     G = le.models.dcgan_digiface()
     z = G.sample_latents(1, seed=seed)[0]
     return reference.jacobian_gram(G, z, le.models.dcgan_mouth_region())
-
-
-def timed(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, times
 
 
 def rel(a, b):
@@ -86,24 +71,28 @@ def test_bench_synthetic_ours(benchmark, n):
 
 # ---------------------------------------------------------------- the script
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, default_threads=1)
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats of our runs (the median is reported)")
     ap.add_argument("--ref-cap-2048", type=int, default=20,
                     help="iteration cap of the certified NumPy reference at n=2048 (a full run takes about 40 min)")
-    ap.add_argument("--quick", action="store_true", help="skip n=2048")
     ap.add_argument("--faces", type=int, default=8, help="faces (seeds) in the direction-agreement table")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "rpca.md"))
     args = ap.parse_args()
+    if args.quick:  # DCGAN Grams of one face, and a small synthetic problem
+        args.faces, args.repeat = 1, 1
     rows = []
     header = ("| problem | solver | iterations | time (s) | speed-up vs the NumPy row marked 1x |\n"
               "|---|---|---|---|---|")
 
     # ---- DCGAN mouth-region Grams (n = 100), both in one batched call
     gram = dcgan_gram()
-    (ref_dirs, ref_t) = timed(lambda: reference.lowrankgan_official(gram), 1)
+    le.lowrankgan(gram)  # warm-up of ours
+    t = harness.time_routes({"numpy": (lambda: reference.lowrankgan_official(gram), 1),
+                             "official": (lambda: le.lowrankgan(gram, method="official"), 1),
+                             "ours": (lambda: le.lowrankgan(gram), args.repeat)}, warmup=0)
+    ref_dirs, ref_t = t["numpy"].output, t["numpy"].times
+    off, off_t = t["official"].output, t["official"].times
+    ours, ial_t = t["ours"].output, t["ours"].times
     ref_iters = list(ref_dirs["iterations"])
-    (off, off_t) = timed(lambda: le.lowrankgan(gram, method="official"), 1)
-    (ours, ial_t) = timed(lambda: le.lowrankgan(gram), args.repeat)
     # agreement: the official route == the NumPy reference iterate for iterate (same counts, same directions)
     assert off.meta["rpca"]["iterations"] == ref_iters, (off.meta["rpca"]["iterations"], ref_iters)
     assert float((off.vectors @ ref_dirs["directions"].T).diagonal().abs().min()) > 1 - 1e-8
@@ -130,7 +119,7 @@ def main():
     frows = []
     for seed in range(args.faces):
         g = gram if seed == 0 else dcgan_gram(seed)
-        r = reference.lowrankgan_official(g)
+        r = ref_dirs if seed == 0 else reference.lowrankgan_official(g)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # L_f = 0 is reported in the row
             d = le.lowrankgan(g)
@@ -156,20 +145,21 @@ def main():
     # The time-to-solution baseline is therefore the same NumPy ADMM (full SVD per iteration) with Candes et al.'s
     # mu = n^2 / (4 sum |M_ij|) (the rule the official code meant: entrywise norm), stopped by our certified rule
     # (primal and dual residual <= 1e-7), so both sides reach the same solution.
-    sizes = [512] if args.quick else [512, 2048]
+    sizes = [128] if args.quick else [512, 2048]
     for n in sizes:
         Mn, L0 = planted(n, rank=10, seed=1)
         lamb = 1 / n ** 0.5
-        t0 = time.perf_counter()
-        Lr, _, it_r = reference.rpca_official(Mn, lamb)
-        t_off = time.perf_counter() - t0
         cap = 10000 if n <= 512 else args.ref_cap_2048
         mu_candes = n * n / (4 * float(Mn.abs().sum()))
-        t0 = time.perf_counter()
-        Lc, _, it_c = reference.rpca_official(Mn, lamb, mu=mu_candes, certify=True, max_iter=cap)
-        t_cert = time.perf_counter() - t0
         rep = args.repeat if n <= 512 else 1
-        (o, o_t) = timed(lambda: rpca(Mn, lamb), rep)
+        rpca(Mn, lamb)  # warm-up of ours
+        t = harness.time_routes({
+            "official": (lambda: reference.rpca_official(Mn, lamb), 1),
+            "certified": (lambda: reference.rpca_official(Mn, lamb, mu=mu_candes, certify=True, max_iter=cap), 1),
+            "ours": (lambda: rpca(Mn, lamb), rep)}, warmup=0)
+        (Lr, _, it_r), t_off = t["official"].output, t["official"].min
+        (Lc, _, it_c), t_cert = t["certified"].output, t["certified"].min
+        o, o_t = t["ours"].output, t["ours"].times
         assert bool(o[2]["converged"]), o[2]
         err, err_off, err_c = rel(o[0], L0), rel(Lr, L0), rel(Lc, L0)
         print(f"n={n}: ours rel. error to the planted L0 = {err:.2e}; NumPy official {err_off:.2e} after {it_r}"
@@ -194,9 +184,8 @@ def main():
                     f"{per_c / per_o:.1f}x per iteration |")
 
     table = header + "\n" + "\n".join(rows)
-    notes = (f"\n\nCPU, float64, torch {torch.__version__}, {torch.get_num_threads()} threads, on a 2-core machine "
-             "shared with other jobs (timings are noisy; ours is the median of the repeats, the NumPy reference one "
-             "run). lamb = 1/60 on the DCGAN Grams (LowRankGAN's), 1/sqrt(n) on the synthetic ones. Ratios are "
+    notes = (f"\n\nCPU, float64, {torch.get_num_threads()} thread(s) (timings are noisy on a shared machine; "
+             "ours is the median of the repeats, the NumPy reference one run; the routes alternate). lamb = 1/60 on the DCGAN Grams (LowRankGAN's), 1/sqrt(n) on the synthetic ones. Ratios are "
              "NumPy-reference time / our time. The IALM rows stop on primal AND dual residual <= 1e-7 (certified); "
              "the official rows stop on the primal residual only, as the official code. On the synthetic problems the "
              "official rule stops after a few iterations at a non-solution (its fixed mu grows with n), so the "
@@ -213,11 +202,7 @@ def main():
              + faces_table)
 
     print(table + notes)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write("# rpca benchmark\n\nCommand: `/work/main/.venv/bin/python bench/bench_rpca.py`\n\n" + table + notes)
-    os.replace(tmp, args.out)
+    harness.write_result("rpca", "# rpca benchmark\n\n" + table + notes, args.out_dir)
 
 
 if __name__ == "__main__":

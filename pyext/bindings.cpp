@@ -1,4 +1,6 @@
-// The only PYBIND11_MODULE. Each op lives in pyext/<op>.cpp and exposes bind_<op>(m); add one line per op below.
+// The only PYBIND11_MODULE: importing lowrankedit._C loads this library, whose static initializers register every
+// op with the dispatcher (pyext/<op>.cpp, see pyext/registration.h); the module itself carries only the build
+// facts and the one callback-taking entry (rpca's progress bar), which a dispatcher schema cannot express.
 #include <torch/extension.h>
 
 void bind_soft_threshold(pybind11::module_& m);
@@ -11,9 +13,22 @@ void bind_rpca_iterate(pybind11::module_& m);
 void bind_generalized_eigh_topk(pybind11::module_& m);
 void bind_rpca_ialm(pybind11::module_& m);
 // [ops: declarations]
+#include "registration.h"
+
+void bind_rpca_progress(pybind11::module_& m);
+
+namespace lowrankedit {
+
+void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack*) {
+  TORCH_CHECK(false, op.schema().name(), ": got a CUDA tensor, but lowrankedit was built without CUDA kernels; ",
+              "rebuild on a machine with nvcc: `FORCE_CUDA=1 bash scripts/setup.sh` (or `FORCE_CUDA=1 pip install ",
+              "--no-build-isolation .`)");
+}
+
+}  // namespace lowrankedit
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "lowrankedit compiled kernels (CPU and, when built with it, CUDA)";
+  m.doc() = "lowrankedit compiled kernels (CPU and, when built with it, CUDA); the ops are torch.ops.lowrankedit.*";
 #ifdef WITH_CUDA
   m.attr("cuda_compiled") = true;
 #else
@@ -34,4 +49,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   bind_generalized_eigh_topk(m);
   bind_rpca_ialm(m);
   // [ops: bindings]
+  bind_rpca_progress(m);
 }

@@ -1,13 +1,16 @@
-// Public entry of masked_gram: validate once, make contiguous, dispatch by device.
+// Entry of masked_gram: validate once (shapes, dtypes, devices, finite J, w in [0, 1]), make contiguous, call the
+// kernel of the device.
 #include <ATen/OpMathType.h>
-#include <torch/extension.h>
+#include <torch/library.h>
 
 #include "common/checks.h"
 #include "masked_gram.h"
+#include "registration.h"
 
-// J: (B, P, D), w: (B, P) or (P,) in [0, 1] -> (G_in, G_out) each (B, D, D):
-//   G_in = J^T diag(w) J,  G_out = J^T diag(1 - w) J
-std::tuple<at::Tensor, at::Tensor> masked_gram(const at::Tensor& J, const at::Tensor& w) {
+namespace {
+
+// J: (B, P, D), w: (B, P) or (P,) in [0, 1] -> (J contiguous, w as (Bw, P) contiguous in J's accumulation dtype)
+std::pair<at::Tensor, at::Tensor> checked(const at::Tensor& J, const at::Tensor& w) {
   constexpr const char* op = "masked_gram";
   lowrankedit::check_floating(op, "J", J);
   lowrankedit::check_floating(op, "w", w);
@@ -23,24 +26,24 @@ std::tuple<at::Tensor, at::Tensor> masked_gram(const at::Tensor& J, const at::Te
   }
   lowrankedit::check_same_device(op, "J", J, "w", w);
   lowrankedit::check_backend(op, J);
-  const auto acc_type = at::toOpMathType(J.scalar_type());
-  auto wc = w.to(acc_type).reshape({w.dim() == 1 ? int64_t(1) : B, P}).contiguous();
-  if (wc.numel() > 0) {
-    TORCH_CHECK_VALUE(!wc.isnan().any().item<bool>(), op, ": w contains NaN");
-    const auto mm = at::aminmax(wc);
-    const double lo = std::get<0>(mm).item<double>(), hi = std::get<1>(mm).item<double>();
-    TORCH_CHECK_VALUE(lo >= 0 && hi <= 1, op, ": expected w in [0, 1], got values in [", lo, ", ", hi, "]");
-  }
-  const auto Jc = J.contiguous();
-#ifdef WITH_CUDA
-  if (Jc.is_cuda()) return masked_gram_cuda(Jc, wc);
-#endif
-  return masked_gram_cpu(Jc, wc);
+  lowrankedit::check_finite(op, "J", J);
+  auto wc = w.to(at::toOpMathType(J.scalar_type())).reshape({w.dim() == 1 ? int64_t(1) : B, P}).contiguous();
+  lowrankedit::check_range(op, "w", wc, 0.0, 1.0, "in [0, 1]");
+  return {J.contiguous(), wc};
 }
 
-void bind_masked_gram(pybind11::module_& m) {
-  m.def("masked_gram", &masked_gram,
-        "J (B, P, D), w (B, P) or (P,) in [0, 1] -> (J^T diag(w) J, J^T diag(1-w) J), each (B, D, D); "
-        "float16/bfloat16 accumulate and return float32",
-        pybind11::arg("J"), pybind11::arg("w"));
+std::tuple<at::Tensor, at::Tensor> masked_gram_cpu_entry(const at::Tensor& J, const at::Tensor& w) {
+  auto [Jc, wc] = checked(J, w);
+  return masked_gram_cpu(Jc, wc);
 }
+#ifdef WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> masked_gram_cuda_entry(const at::Tensor& J, const at::Tensor& w) {
+  auto [Jc, wc] = checked(J, w);
+  return masked_gram_cuda(Jc, wc);
+}
+#endif
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(lowrankedit, m) { m.def("masked_gram(Tensor J, Tensor w) -> (Tensor G_in, Tensor G_out)"); }
+LOWRANKEDIT_IMPL(masked_gram, &masked_gram_cpu_entry, &masked_gram_cuda_entry)

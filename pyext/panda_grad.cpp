@@ -1,9 +1,12 @@
-// Public entry of panda_grad and panda_step (one stem: same contraction, see csrc/panda_grad.h): validate once,
-// make contiguous, dispatch by device.
-#include <torch/extension.h>
+// Entries of panda_grad and panda_step (one stem: same contraction, see csrc/panda_grad.h): validate once (shapes,
+// dtypes, devices, finite factors and step sizes), make contiguous, call the kernels of the device.
+#include <torch/library.h>
+
+#include <cmath>
 
 #include "common/checks.h"
 #include "panda_grad.h"
+#include "registration.h"
 
 namespace {
 
@@ -24,46 +27,71 @@ void check_factors(const char* op, const at::Tensor& Z, const at::Tensor& A, con
               " (the spatial size of Z), got P of shape ", P.sizes());
   TORCH_CHECK(Z.numel() > 0 && A.numel() > 0 && P.numel() > 0, op,
               ": expected non-empty Z, A and P, got shapes ", Z.sizes(), ", ", A.sizes(), " and ", P.sizes());
+  lowrankedit::check_finite(op, "Z", Z);
+  lowrankedit::check_finite(op, "A", A);
+  lowrankedit::check_finite(op, "P", P);
 }
+
+void check_steps(const char* op, double lr_parts, double lr_appearances, int64_t max_backtracks) {
+  TORCH_CHECK_VALUE(std::isfinite(lr_parts) && lr_parts >= 0, op, ": expected lr_parts to be finite and >= 0, got ",
+                    lr_parts);
+  TORCH_CHECK_VALUE(std::isfinite(lr_appearances) && lr_appearances >= 0, op,
+                    ": expected lr_appearances to be finite and >= 0, got ", lr_appearances);
+  TORCH_CHECK_VALUE(max_backtracks >= 0 && max_backtracks <= 1000, op,
+                    ": expected 0 <= max_backtracks <= 1000, got ", max_backtracks);
+}
+
+using Step = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The step sizes used as 0-dim float64 CPU tensors (a schema returns tensors; they are host numbers already). A
+// block left unchanged comes back as its input tensor: copied, since an operator's outputs never alias its inputs.
+Step as_step(const std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double>& r, const at::Tensor& A,
+             const at::Tensor& P) {
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  const auto fresh = [](const at::Tensor& out, const at::Tensor& in) { return out.is_same(in) ? out.clone() : out; };
+  return {fresh(std::get<0>(r), A), fresh(std::get<1>(r), P), std::get<2>(r), std::get<3>(r),
+          at::scalar_tensor(std::get<4>(r), opts), at::scalar_tensor(std::get<5>(r), opts)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cpu_entry(const at::Tensor& Z, const at::Tensor& A,
+                                                                    const at::Tensor& P) {
+  check_factors("panda_grad", Z, A, P);
+  return panda_grad_cpu(Z.contiguous(), A.contiguous(), P.contiguous());
+}
+
+Step panda_step_cpu_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
+                          double lr_appearances, bool line_search, int64_t max_backtracks) {
+  check_factors("panda_step", Z, A, P);
+  check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
+  const auto Ac = A.contiguous(), Pc = P.contiguous();
+  return as_step(panda_step_cpu(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac,
+                 Pc);
+}
+
+#ifdef WITH_CUDA
+std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cuda_entry(const at::Tensor& Z, const at::Tensor& A,
+                                                                     const at::Tensor& P) {
+  check_factors("panda_grad", Z, A, P);
+  return panda_grad_cuda(Z.contiguous(), A.contiguous(), P.contiguous());
+}
+
+Step panda_step_cuda_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
+                           double lr_appearances, bool line_search, int64_t max_backtracks) {
+  check_factors("panda_step", Z, A, P);
+  check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
+  const auto Ac = A.contiguous(), Pc = P.contiguous();
+  return as_step(panda_step_cuda(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac,
+                 Pc);
+}
+#endif
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad(const at::Tensor& Z, const at::Tensor& A,
-                                                          const at::Tensor& P) {
-  constexpr const char* op = "panda_grad";
-  check_factors(op, Z, A, P);
-  const auto Zc = Z.contiguous(), Ac = A.contiguous(), Pc = P.contiguous();
-#ifdef WITH_CUDA
-  if (Zc.is_cuda()) return panda_grad_cuda(Zc, Ac, Pc);
-#endif
-  return panda_grad_cpu(Zc, Ac, Pc);
+TORCH_LIBRARY_FRAGMENT(lowrankedit, m) {
+  m.def("panda_grad(Tensor Z, Tensor A, Tensor P) -> (Tensor grad_A, Tensor grad_P, Tensor loss)");
+  m.def("panda_step(Tensor Z, Tensor A, Tensor P, float lr_parts, float lr_appearances, bool line_search=False, "
+        "int max_backtracks=40) -> (Tensor appearances, Tensor parts, Tensor loss, Tensor new_loss, "
+        "Tensor lr_parts, Tensor lr_appearances)");
 }
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double> panda_step(
-    const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
-    bool line_search, int64_t max_backtracks) {
-  constexpr const char* op = "panda_step";
-  check_factors(op, Z, A, P);
-  lowrankedit::check_finite_scalar(op, "lr_parts", lr_parts);
-  lowrankedit::check_finite_scalar(op, "lr_appearances", lr_appearances);
-  TORCH_CHECK(lr_parts >= 0 && lr_appearances >= 0, op, ": expected lr_parts >= 0 and lr_appearances >= 0, got ",
-              lr_parts, " and ", lr_appearances);
-  TORCH_CHECK(max_backtracks >= 0 && max_backtracks <= 1000, op, ": expected 0 <= max_backtracks <= 1000, got ",
-              max_backtracks);
-  const auto Zc = Z.contiguous(), Ac = A.contiguous(), Pc = P.contiguous();
-#ifdef WITH_CUDA
-  if (Zc.is_cuda()) return panda_step_cuda(Zc, Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks);
-#endif
-  return panda_step_cpu(Zc, Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks);
-}
-
-void bind_panda_grad(pybind11::module_& m) {
-  m.def("panda_grad", &panda_grad,
-        "Z (N, C, S), A (C, Rc), P (S, Rs) -> (grad_A, grad_P, loss) of sum_i ||Z_i - A A^T Z_i P P^T||_F^2 "
-        "(float32/float64, CPU or CUDA)",
-        pybind11::arg("Z"), pybind11::arg("A"), pybind11::arg("P"));
-  m.def("panda_step", &panda_step,
-        "One block-coordinate step of PandA's Algorithm 1 -> (A', P', loss, new_loss, lr_parts, lr_appearances)",
-        pybind11::arg("Z"), pybind11::arg("A"), pybind11::arg("P"), pybind11::arg("lr_parts"),
-        pybind11::arg("lr_appearances"), pybind11::arg("line_search"), pybind11::arg("max_backtracks"));
-}
+LOWRANKEDIT_IMPL(panda_grad, &panda_grad_cpu_entry, &panda_grad_cuda_entry)
+LOWRANKEDIT_IMPL(panda_step, &panda_step_cpu_entry, &panda_step_cuda_entry)

@@ -1,24 +1,30 @@
-// Public entry of soft_threshold: validate once, make contiguous, dispatch by device.
-#include <torch/extension.h>
+// Entry of soft_threshold: validate once, make contiguous, call the kernel of the device.
+#include <torch/library.h>
 
 #include "common/checks.h"
+#include "registration.h"
 #include "soft_threshold.h"
 
-at::Tensor soft_threshold(const at::Tensor& X, double tau) {
+namespace {
+
+at::Tensor checked(const at::Tensor& X, double tau) {
   constexpr const char* op = "soft_threshold";
   lowrankedit::check_floating(op, "X", X);
   lowrankedit::check_finite_scalar(op, "tau", tau);
-  TORCH_CHECK(tau >= 0, op, ": expected tau >= 0, got ", tau);
+  TORCH_CHECK_VALUE(tau >= 0, op, ": expected tau >= 0, got ", tau);
   lowrankedit::check_backend(op, X);
-  const auto Xc = X.contiguous();
-#ifdef WITH_CUDA
-  if (Xc.is_cuda()) return soft_threshold_cuda(Xc, tau);
-#endif
-  return soft_threshold_cpu(Xc, tau);
+  lowrankedit::check_finite(op, "X", X);
+  return X.contiguous();
 }
 
-void bind_soft_threshold(pybind11::module_& m) {
-  m.def("soft_threshold", &soft_threshold,
-        "X (...) -> sign(X) * max(|X| - tau, 0), elementwise (float32/float64/float16/bfloat16, CPU or CUDA)",
-        pybind11::arg("X"), pybind11::arg("tau"));
+at::Tensor soft_threshold_cpu_entry(const at::Tensor& X, double tau) { return soft_threshold_cpu(checked(X, tau), tau); }
+#ifdef WITH_CUDA
+at::Tensor soft_threshold_cuda_entry(const at::Tensor& X, double tau) {
+  return soft_threshold_cuda(checked(X, tau), tau);
 }
+#endif
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(lowrankedit, m) { m.def("soft_threshold(Tensor X, float tau) -> Tensor"); }
+LOWRANKEDIT_IMPL(soft_threshold, &soft_threshold_cpu_entry, &soft_threshold_cuda_entry)

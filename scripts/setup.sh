@@ -35,4 +35,17 @@ echo "[setup] building lowrankedit._C (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIS
 # the extension built in place above is the one imported (pip install -e would compile every kernel a second time).
 SITE=$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 echo "$ROOT/python" > "$SITE/lowrankedit-editable.pth"
+# The `lowrankedit` command (setup.py's console script; the .pth install above does not write it).
+if [ ! -x .venv/bin/lowrankedit ]; then
+  printf '#!%s\nimport sys\nfrom lowrankedit.cli import main\nsys.exit(main())\n' "$VPY" > .venv/bin/lowrankedit
+  chmod +x .venv/bin/lowrankedit
+fi
+# Headless Chromium, which the report test opens the report in (skipped without it). Only when missing; as root
+# (CI) directly, otherwise through sudo when it needs no password; never fatal.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+  echo "[setup] installing chromium (headless browser for tests/test_report.py)"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "[setup] could not install chromium; tests/test_report.py will skip its rendering check"
+fi
 "$VPY" -c "import lowrankedit, json; print('[setup] ready:', json.dumps(lowrankedit.info()))"

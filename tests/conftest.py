@@ -10,6 +10,22 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import lowrankedit  # noqa: E402
 
+from hypothesis import settings  # noqa: E402
+
+from hypothesis_cases import CASES  # noqa: E402
+
+# Property tests: reproducible in CI (derandomized), no example database written into the checkout, no per-example
+# deadline on the shared 2-core machine. Each test sets its own max_examples to fit the suite's time budget.
+settings.register_profile("lowrankedit", deadline=None, database=None, derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lowrankedit"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Report how many cases the property-based tests generated and ran."""
+    if CASES:
+        per_test = ", ".join(f"{name} {n}" for name, n in sorted(CASES.items()))
+        terminalreporter.write_line(f"hypothesis: {sum(CASES.values())} generated cases ran ({per_test})")
+
 CUDA_OK = lowrankedit.info()["cuda_available"]
 
 # Parametrize over devices: CUDA cases are always collected and shown as skipped when no GPU is usable.

@@ -10,8 +10,10 @@ def test_info_fields():
     for key in ("version", "torch", "cuda_compiled", "cuda_available", "openmp", "ops", "backends", "built_with"):
         assert key in info, key
     assert info["torch"] == torch.__version__
-    assert "soft_threshold" in info["ops"]
-    assert set(info["ops"]) >= set(info["built_with"]["ops"])
+    # the ops are the dispatcher's registrations, each a torch.ops.lowrankedit.<name> with a wrapper of that name
+    assert "soft_threshold" in info["ops"] and "rpca" in info["ops"]
+    for name in info["ops"]:
+        assert hasattr(torch.ops.lowrankedit, name) and callable(getattr(lowrankedit.ops, name)), name
     assert info["openmp"] == torch.backends.openmp.is_available()
     if not torch.cuda.is_available():
         assert info["cuda_available"] is False

@@ -274,7 +274,7 @@ def test_bad_segmenter_type_raises(dcgan):
     (dict(alpha_range=(3, 1)), "lelsd: expected alpha_range"),
     (dict(num_directions=0), "lelsd: expected num_directions to be an int >= 1"),
     (dict(steps=1.5), "lelsd: expected steps to be an int >= 1"),
-    (dict(lr=0), "lelsd: expected lr > 0"),
+    (dict(lr=0), "lelsd: expected lr to be a finite number > 0, got 0"),
 ])
 def test_bad_arguments_raise(dcgan, seg, kw, match):
     with pytest.raises(ValueError, match=match):

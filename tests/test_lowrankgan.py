@@ -67,7 +67,7 @@ def test_errors():
         le.lowrankgan(gram, relax=-1)
     with pytest.raises(ValueError, match=r"lowrankgan: expected relax to be an int in \[0, 11\], got 12"):
         le.lowrankgan(gram, relax=12)
-    with pytest.raises(ValueError, match=r"lowrankgan: expected lamb > 0, got 0"):
+    with pytest.raises(ValueError, match=r"lowrankgan: expected lamb to be a finite number > 0, got 0"):
         le.lowrankgan(gram, lamb=0)
     with pytest.raises(ValueError, match=r"lowrankgan: expected method in"):
         le.lowrankgan(gram, method="svd")

@@ -106,7 +106,7 @@ def test_region_masks_rows_in_one_gram_only(device, dtype):
         (torch.zeros(2, 4, 3), torch.zeros(3, 4), RuntimeError, r"masked_gram: expected w of shape \(B, P\)"),
         (torch.zeros(2, 4, 3), torch.zeros(2, 4, 1), RuntimeError, r"expected w of shape \(B, P\) or \(P,\)"),
         (torch.zeros(2, 4, 3, dtype=torch.int32), torch.zeros(4), RuntimeError, r"expected J to have dtype"),
-        (torch.zeros(2, 4, 3), torch.tensor([0.0, float("nan"), 0.5, 1.0]), ValueError, "masked_gram: w contains NaN"),
+        (torch.zeros(2, 4, 3), torch.tensor([0.0, float("nan"), 0.5, 1.0]), ValueError, "masked_gram: expected w to be finite, got NaN entries"),
         (torch.zeros(2, 4, 3), torch.tensor([0.0, 1.5, 0.5, 1.0]), ValueError, r"expected w in \[0, 1\].*1\.5"),
         (torch.zeros(2, 4, 3), torch.tensor([0.0, -0.1, 0.5, 1.0]), ValueError, r"expected w in \[0, 1\].*-0\.1"),
         ([[1.0]], torch.zeros(1), TypeError, "masked_gram: expected J to be a torch.Tensor"),

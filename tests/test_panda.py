@@ -171,7 +171,9 @@ def test_save_load_roundtrip(pa, tmp_path, G, held_out):
 def test_sampling_path_and_block2(G):
     pa = lowrankedit.panda(G, "block2", ranks=(16, 4), n_samples=32, batch_size=8, iters=30, progress=False)
     assert pa.feature_shape == (256, 8, 8) and pa.parts.shape == (64, 4) and float(pa.parts.min()) >= 0
-    assert pa.meta["history"][-1] < pa.meta["history"][0]
+    # single batches of 8 are noisy: the running mean and the held-out check show the progress
+    assert pa.meta["history_relative_mean"][-1] < pa.meta["history_relative_mean"][0]
+    assert pa.meta["held_out_end"] < pa.meta["held_out_start"] and pa.meta["warnings"] == []
 
 
 def test_hosvd_matches_svd_of_scatter(pool):

@@ -62,7 +62,7 @@ def test_box_errors(args, match):
 def test_from_mask_errors():
     with pytest.raises(ValueError, match=r"expected mask values in \[0, 1\], got range \[0.0, 2.0\]"):
         Region.from_mask(torch.tensor([[0.0, 2.0]]))
-    with pytest.raises(ValueError, match="mask contains NaN"):
+    with pytest.raises(ValueError, match="expected mask to be finite, got 1 NaN"):
         Region.from_mask(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(ValueError, match=r"expected mask of shape \(H, W\), got \(3,\)"):
         Region.from_mask(torch.zeros(3))

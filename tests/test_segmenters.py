@@ -110,7 +110,7 @@ def test_panda_parts_errors(dcgan):
         PandaParts(parts, "mouth")
     with pytest.raises(ValueError, match="PandaParts: expected one or more non-negative part indices"):
         PandaParts(parts, [-1])
-    with pytest.raises(ValueError, match=r"PandaParts: expected threshold in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"PandaParts: expected threshold to be a finite number in \[0, 1\], got 1.5"):
         PandaParts(parts, 0, threshold=1.5)
     with pytest.raises(ValueError, match="PandaParts: expected features to hold layer 'block3'"):
         PandaParts(parts, 0)(images, {"block4": feats["block3"]})

@@ -50,9 +50,10 @@ def test_empty(device):
         assert Y.shape == shape
 
 
-def test_nan_input_propagates():
-    Y = ops.soft_threshold(torch.tensor([float("nan"), 2.0]), 1.0)
-    assert torch.isnan(Y[0]) and Y[1] == 1.0
+@pytest.mark.parametrize("bad,word", [(float("nan"), "NaN"), (float("inf"), "Inf"), (-float("inf"), "Inf")])
+def test_nan_and_inf_input_are_refused(bad, word):
+    with pytest.raises(ValueError, match=f"soft_threshold: expected X to be finite, got {word} entries"):
+        ops.soft_threshold(torch.tensor([bad, 2.0]), 1.0)
 
 
 def test_gradient():
@@ -83,5 +84,5 @@ def test_tau_tensor_must_be_scalar():
 
 
 def test_not_a_tensor():
-    with pytest.raises(TypeError, match="expected X to be a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match="expected X to be a torch.Tensor, a NumPy array or an object with __dlpack__, got list"):
         ops.soft_threshold([1.0, 2.0], 0.1)

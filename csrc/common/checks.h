@@ -1,9 +1,12 @@
 #pragma once
 // Input checks shared by every op's public entry (pyext/<op>.cpp). Each message names the op, the argument,
-// what was expected and what was received.
+// what was expected and what was received. Value errors (NaN/Inf, ranges) raise c10::ValueError (Python
+// ValueError); shape, dtype and device errors raise c10::Error (Python RuntimeError). Only the entries call these:
+// the solvers in csrc/ call each other without re-checking.
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <cmath>
+#include <string>
 
 namespace lowrankedit {
 
@@ -38,7 +41,26 @@ inline void check_same_dtype(const char* op, const char* a_name, const at::Tenso
 }
 
 inline void check_finite_scalar(const char* op, const char* name, double v) {
-  TORCH_CHECK(std::isfinite(v), op, ": expected ", name, " to be finite, got ", v);
+  TORCH_CHECK_VALUE(std::isfinite(v), op, ": expected ", name, " to be finite, got ", v);
+}
+
+// NaN / Inf anywhere in t (one reduction and one host sync; nothing for an empty tensor).
+inline void check_finite(const char* op, const char* name, const at::Tensor& t) {
+  if (t.numel() == 0) return;
+  const bool has_nan = at::isnan(t).any().item<bool>();
+  TORCH_CHECK_VALUE(!has_nan, op, ": expected ", name, " to be finite, got NaN entries");
+  TORCH_CHECK_VALUE(at::isfinite(t).all().item<bool>(), op, ": expected ", name, " to be finite, got Inf entries");
+}
+
+// Every entry of t in [lo, hi] (and finite); the message gives the range found.
+inline void check_range(const char* op, const char* name, const at::Tensor& t, double lo, double hi,
+                        const char* expected) {
+  if (t.numel() == 0) return;
+  check_finite(op, name, t);
+  const auto mm = at::aminmax(t);
+  const double a = std::get<0>(mm).item<double>(), b = std::get<1>(mm).item<double>();
+  TORCH_CHECK_VALUE(a >= lo && b <= hi, op, ": expected ", name, " ", expected, ", got values in [", a, ", ", b,
+                    "]");
 }
 
 // A CUDA tensor given to a CPU-only build: say how to rebuild instead of failing deep inside a kernel.
@@ -48,6 +70,37 @@ inline void check_backend(const char* op, const at::Tensor& t) {
               "rebuild on a machine with nvcc: `FORCE_CUDA=1 bash scripts/setup.sh`");
 #endif
   TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": expected a CPU or CUDA tensor, got device ", t.device());
+}
+
+}  // namespace lowrankedit
+
+namespace lowrankedit {
+
+// A shape as Python prints a tuple: (2,), (2, 3), ().
+inline std::string py_shape(at::IntArrayRef s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+// A per-matrix parameter (one value, or one per matrix of the batch shape) -> contiguous float64 (B,) on `device`,
+// finite and > 0 (positive) or >= 0.
+inline at::Tensor per_matrix(const char* op, const char* name, const at::Tensor& v, at::IntArrayRef batch_shape,
+                             at::Device device, bool positive) {
+  TORCH_CHECK_TYPE(v.defined() && !v.is_complex() && v.scalar_type() != at::kBool, op, ": expected ", name,
+                   " to be a real number or a real tensor, got ", v.defined() ? c10::toString(v.scalar_type()) : "None");
+  const int64_t B = c10::multiply_integers(batch_shape);
+  const bool ok = v.numel() == 1 || v.sizes() == batch_shape || (v.dim() == 1 && v.numel() == B);
+  TORCH_CHECK_VALUE(ok, op, ": expected ", name, " to be a scalar or of the batch shape ", py_shape(batch_shape),
+                    ", got a tensor of shape ", py_shape(v.sizes()));
+  auto t = v.to(device, at::kDouble).reshape({-1}).expand({B}).contiguous();
+  if (B == 0) return t;
+  const auto bad_finite = !at::isfinite(t).all().item<bool>();
+  TORCH_CHECK_VALUE(!bad_finite, op, ": expected ", name, " to be finite, got ", v.cpu().reshape({-1}));
+  const double lo = t.min().item<double>();
+  TORCH_CHECK_VALUE(positive ? lo > 0 : lo >= 0, op, ": expected ", name, positive ? " > 0" : " >= 0", ", got ",
+                    v.numel() == 1 ? std::to_string(v.item<double>()) : "a minimum of " + std::to_string(lo));
+  return t;
 }
 
 }  // namespace lowrankedit

@@ -154,5 +154,6 @@ std::tuple<at::Tensor, at::Tensor> masked_gram_cpu(const at::Tensor& J, const at
 
   auto sum = S == 1 ? acc.select(1, 0) : acc.sum(1);  // (B, 2, D, D), contiguous
   mirror_lower(sum.view({B * 2, D, D}));
-  return {sum.select(1, 0), sum.select(1, 1)};
+  // two contiguous outputs that share no memory (an operator's outputs never alias each other)
+  return {sum.select(1, 0).contiguous(), sum.select(1, 1).clone(at::MemoryFormat::Contiguous)};
 }

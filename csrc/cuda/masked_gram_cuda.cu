@@ -141,5 +141,6 @@ std::tuple<at::Tensor, at::Tensor> masked_gram_cuda(const at::Tensor& J, const a
   auto G = S == 1 ? part.select(0, 0) : part.sum(0);  // (B, 2, D, D), upper triangle valid
   auto upper = G.triu();
   G = upper + upper.triu(1).mT();
-  return {G.select(1, 0).contiguous(), G.select(1, 1).contiguous()};
+  // two contiguous outputs that share no memory (with B = 1 both selects are contiguous views of G)
+  return {G.select(1, 0).contiguous(), G.select(1, 1).clone(at::MemoryFormat::Contiguous)};
 }

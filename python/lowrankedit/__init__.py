@@ -2,9 +2,13 @@
 import torch
 
 from ._ext import _C, build_info
+from . import ops, reference, models, metrics, fileformat, validation
+from .fileformat import FileFormatError
+from .validation import ArgumentError
+from ._ext import _C, build_info, registered_ops
 from . import ops, reference, models, metrics
 from .region import Region
-from .directions import Directions, edit
+from .directions import Directions, edit, orthogonalize
 from .gram import Gram
 from .methods.panda import panda, PartsAppearances
 from .methods.lelsd import lelsd, localization_score
@@ -13,6 +17,8 @@ from .methods.resefa import resefa, resefa_from_factors
 from .methods.lowrankgan import lowrankgan
 from .jacobian_gram import jacobian_gram
 # [methods: imports]
+from .evaluate import evaluate, Evaluation, PartEdit
+from . import fileformat
 
 __version__ = build_info().get("version", "0.1.0")
 
@@ -24,11 +30,11 @@ def info():
     -------
     dict
         ``version``, ``torch`` (installed now), ``cuda_compiled`` (the CUDA kernels are in the built extension),
-        ``cuda_available`` (and a GPU is usable now), ``openmp``, ``ops`` (compiled op names), ``backends`` and
+        ``cuda_available`` (and a GPU is usable now), ``openmp``, ``ops`` (the registered operators,
+        ``torch.ops.lowrankedit.<name>``, as the dispatcher lists them), ``backends`` and
         ``built_with`` (the build record: torch, CUDA and nvcc versions, architectures).
     """
     built = build_info()
-    ops_compiled = sorted(n for n in dir(_C) if not n.startswith("_") and callable(getattr(_C, n)))
     cuda_compiled = bool(_C.cuda_compiled)
     return {
         "version": __version__,
@@ -36,14 +42,16 @@ def info():
         "cuda_compiled": cuda_compiled,
         "cuda_available": cuda_compiled and torch.cuda.is_available(),
         "openmp": bool(_C.openmp),
-        "ops": ops_compiled,
+        "ops": registered_ops(),
         "backends": ["cpu", "cuda"] if cuda_compiled else ["cpu"],
         "built_with": built,
     }
 
 
 __all__ = [
+    "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "orthogonalize", "Gram",
     "info", "ops", "reference", "models", "metrics", "Region", "Directions", "edit", "Gram",
+    "fileformat", "validation", "FileFormatError", "ArgumentError",
     "panda",
     "PartsAppearances",
     "lelsd",
@@ -53,4 +61,5 @@ __all__ = [
     "lowrankgan",
     "jacobian_gram",
     # [methods: names]
+    "evaluate", "Evaluation", "PartEdit", "fileformat",
 ]

@@ -11,8 +11,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import distributed
+from . import validation as V
 from .gram import Gram
-from .models.protocol import check_generator, fingerprint
+from .models.protocol import check_generator, fingerprint, latent_space
 from .ops.masked_gram import masked_gram
 from .region import Region
 
@@ -81,6 +83,10 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     ``fg = J^T diag(m) J / n_fg`` and ``bg = J^T diag(1 - m) J / n_bg``, each Gram divided by its own row count as in
     the official LowRankGAN/ReSeFa code, averaged over the images of a batch.
 
+    Under an initialized ``torch.distributed`` process group the ranks share the work (whole faces; face and tangent
+    chunk pairs in ``"matrix_free"`` mode) and all-reduce the float64 partial Grams: every rank returns the same
+    Gram (:mod:`lowrankedit.distributed`).
+
     Examples
     --------
     >>> import lowrankedit
@@ -94,11 +100,10 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     check_generator(G, who="jacobian_gram")
     if not isinstance(region, Region):
         raise TypeError(f"jacobian_gram: expected region to be a lowrankedit.Region, got {type(region).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"jacobian_gram: expected mode in {MODES}, got {mode!r}")
-    if not isinstance(fuse_channels, bool):
-        raise TypeError(f"jacobian_gram: expected fuse_channels to be a bool, got {type(fuse_channels).__name__}")
-    latent_shape = tuple(int(s) for s in G.latent_shape)
+    V.choice(mode, "mode", "jacobian_gram", MODES)
+    V.boolean(fuse_channels, "fuse_channels", "jacobian_gram")
+    V.boolean(progress, "progress", "jacobian_gram")
+    latent_shape = V.shape(G.latent_shape, "G.latent_shape", "jacobian_gram")
     lat = _check_latent(G, latent, latent_shape)
     size = _check_size(size)
     D = math.prod(latent_shape)
@@ -115,8 +120,9 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         probe = G.synthesize(lat[:1])
         if size is not None:
             probe = F.interpolate(probe, size=size, mode="nearest")
-    if probe.dim() != 4:
-        raise ValueError(f"jacobian_gram: expected G.synthesize to return (n, C, H, W), got {tuple(probe.shape)}")
+    if not isinstance(probe, torch.Tensor) or probe.dim() != 4:
+        raise ValueError(f"jacobian_gram: expected G.synthesize to return (n, C, H, W), got {V._got(probe)}")
+    V.tensor(probe, "the images G.synthesize(latent) returned", "jacobian_gram")
     C, h, w = (int(s) for s in probe.shape[1:])
     dtype, device = probe.dtype, probe.device
     m = region.mask(h, w, dtype=torch.float64, device=device).reshape(-1)
@@ -189,17 +195,20 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     nchunks = -(-D // chunk)
     fg = torch.zeros(D, D, dtype=torch.float64, device=device)
     bg = torch.zeros(D, D, dtype=torch.float64, device=device)
-    bar = _bar(lat.shape[0] * nchunks * passes, f"jacobian_gram[{route}]", progress)
+    work = distributed.work_items(lat.shape[0], nchunks, by_chunk=route == "matrix_free")  # {face: [chunk, ...]}
+    steps = sum(len(c) * (1 if route == "matrix_free" else passes) for c in work.values())
+    bar = _bar(steps, f"jacobian_gram[{route}]", distributed.show_progress(progress))
     with _PeakMemory(device) as peak:
         try:
-            for z in lat:
-                flat = z.reshape(-1).detach()
+            for i, chunks in work.items():
+                flat = lat[i].reshape(-1).detach()
                 if route == "matrix_free":
-                    G_in, G_out = _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar)
+                    G_in, G_out = _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks)
                     fg += G_in.double() / n_fg
                     bg += G_out.double() / n_bg
+                    del G_in, G_out
                     continue
-                for r0, r1 in _row_blocks(R, passes):
+                for r0, r1 in _row_blocks(R, passes):  # row blocks bound J's memory (one pass each)
                     J = torch.empty(r1 - r0, D, dtype=dtype, device=device)
                     for k0, cols in _columns(rows_of, flat, chunk, jvp):
                         J[:, k0:k0 + cols.shape[0]] = cols[:, r0:r1].mT
@@ -212,13 +221,19 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
                     del G_in, G_out
         finally:
             bar.close()
+    fg, bg = distributed.all_reduce_sum(torch.stack([fg, bg]), "jacobian_gram").unbind(0)  # other ranks' shares
     n = lat.shape[0]
     fg, bg = (fg / n).to(dtype), (bg / n).to(dtype)
+    for name, t in (("fg", fg), ("bg", bg)):
+        V.finite_values(t, f"the {name} Gram (G's images or their derivatives are NaN or Inf for some latent)",
+                        "jacobian_gram")
     meta = {
         "method": "jacobian_gram", "mode": route, "mode_reason": reason, "jvp": jvp, "chunk": chunk, "rows": R,
         "image_size": [h, w], "size": list(size) if size is not None else None, "fuse_channels": fuse_channels,
         "n_images": int(n), "region": region.to_dict(), "generator": fingerprint(G),
-        "seconds": time.perf_counter() - t_start, "max_memory": int(limit), "planned_bytes": int(planned),
+        "latent_space": latent_space(G), "latent_shape": list(latent_shape),
+        "seconds": time.perf_counter() - t_start, "world_size": distributed.world_size(),
+        "max_memory": int(limit), "planned_bytes": int(planned),
         "peak_bytes": peak.bytes, "peak_measured_by": peak.source, "row_passes": int(passes),
         "activation_bytes_per_tangent": int(act),
     }
@@ -235,14 +250,16 @@ def _one_hot(k0, k1, D, like):
     return E
 
 
-def _columns(rows_of, flat, chunk, jvp):
-    """Yield ``(k0, J[:, k0:k0+c]^T)`` as ``(c, R)`` blocks, by forward mode or by two reverse passes."""
+def _columns(rows_of, flat, chunk, jvp, chunks=None):
+    """Yield ``(k0, J[:, k0:k0+c]^T)`` as ``(c, R)`` blocks, by forward mode or by two reverse passes; only the
+    chunks numbered in ``chunks`` (all by default)."""
     D = flat.numel()
+    starts = range(0, D, chunk) if chunks is None else [k * chunk for k in chunks]
     if jvp == "forward":
         def jvp_one(t):
             return torch.func.jvp(rows_of, (flat,), (t,))[1]
         batched = torch.func.vmap(jvp_one)
-        for k0 in range(0, D, chunk):
+        for k0 in starts:
             yield k0, batched(_one_hot(k0, min(D, k0 + chunk), D, flat))
         return
     # double_vjp: g(u) = J^T u is linear in u, so the VJP of g with cotangent t is J t.
@@ -251,7 +268,7 @@ def _columns(rows_of, flat, chunk, jvp):
         y = rows_of(z)
         u = torch.zeros_like(y, requires_grad=True)
         (g,) = torch.autograd.grad(y, z, u, create_graph=True)
-        for k0 in range(0, D, chunk):
+        for k0 in starts:
             E = _one_hot(k0, min(D, k0 + chunk), D, flat)
             yield k0, _batched_grad(g, u, E)
 
@@ -265,15 +282,16 @@ def _batched_grad(out, inp, cotangents):
         return torch.stack([torch.autograd.grad(out, inp, c, retain_graph=True)[0] for c in cotangents])
 
 
-def _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar):
-    """Gram columns ``J^T (w * (J e_k))`` and ``J^T ((1 - w) * (J e_k))`` per chunk; ``J`` is never held."""
+def _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks=None):
+    """Gram columns ``J^T (w * (J e_k))`` and ``J^T ((1 - w) * (J e_k))`` per chunk; ``J`` is never held. With
+    ``chunks``, only those chunks' columns (the rest zero): the symmetrized parts add up to the whole Gram."""
     D = flat.numel()
-    G_in = torch.empty(D, D, dtype=w_rows.dtype, device=w_rows.device)
-    G_out = torch.empty_like(G_in)
+    G_in = torch.zeros(D, D, dtype=w_rows.dtype, device=w_rows.device)
+    G_out = torch.zeros_like(G_in)
     with torch.enable_grad():
         z = flat.clone().requires_grad_(True)
         y = rows_of(z)
-        for k0, cols in _columns(rows_of, flat, chunk, jvp):
+        for k0, cols in _columns(rows_of, flat, chunk, jvp, chunks):
             c = cols.shape[0]
             cot = torch.cat([cols * w_rows, cols * (1 - w_rows)])  # (2c, R)
             g = _batched_grad(y, z, cot)  # (2c, D)
@@ -381,10 +399,7 @@ def _proc_status(key):
 
 
 def _check_latent(G, latent, latent_shape):
-    if not isinstance(latent, torch.Tensor):
-        raise TypeError(f"jacobian_gram: expected latent to be a torch.Tensor, got {type(latent).__name__}")
-    if not latent.is_floating_point():
-        raise TypeError(f"jacobian_gram: expected a floating-point latent, got {latent.dtype}")
+    V.tensor(latent, "latent", "jacobian_gram", finite=False)
     shape = tuple(latent.shape)
     if shape == latent_shape:
         lat = latent[None]
@@ -395,8 +410,7 @@ def _check_latent(G, latent, latent_shape):
         raise ValueError(f"jacobian_gram: expected latent of shape ({s}) or (n, {s}), got {shape}")
     if lat.shape[0] == 0:
         raise ValueError("jacobian_gram: expected at least one latent code, got an empty batch")
-    if not torch.isfinite(lat).all():
-        raise ValueError("jacobian_gram: latent contains NaN or Inf")
+    V.finite_values(lat, "latent", "jacobian_gram")
     if isinstance(G, torch.nn.Module):
         p = next(iter(G.parameters()), None)
         if p is not None and p.is_floating_point():
@@ -407,32 +421,19 @@ def _check_latent(G, latent, latent_shape):
 def _check_size(size):
     if size is None:
         return None
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = size
-        h, w = int(h), int(w)
-    except (TypeError, ValueError):
-        raise ValueError(f"jacobian_gram: expected size to be an int or a pair (h, w), got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"jacobian_gram: expected a positive size, got {size!r}")
+    h, w = V.shape(size if not isinstance(size, int) or isinstance(size, bool) else (size, size), "size",
+                   "jacobian_gram", ndim=2)
     return (h, w)
 
 
 def _check_chunk(chunk, D, R, elem):
     if chunk is None:
         return max(1, min(D, MAX_CHUNK, CHUNK_BYTES // max(1, R * elem)))
-    if isinstance(chunk, bool) or not isinstance(chunk, int):
-        raise TypeError(f"jacobian_gram: expected chunk to be an int, got {type(chunk).__name__}")
-    if chunk <= 0:
-        raise ValueError(f"jacobian_gram: expected chunk > 0, got {chunk}")
-    return min(chunk, D)
+    return min(V.integer(chunk, "chunk", "jacobian_gram", min=1), D)
 
 
 def _check_max_memory(max_memory):
-    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)) or not max_memory > 0:
-        raise ValueError(f"jacobian_gram: expected max_memory to be a positive number of bytes, got {max_memory!r}")
-    return max_memory
+    return V.positive(max_memory, "max_memory", "jacobian_gram")
 
 
 def _bar(total, desc, progress):

@@ -1,6 +1,8 @@
 """Image regions: boxes and arbitrary (soft) masks, resampled to any resolution by exact area averaging."""
 import torch
 
+from . import validation as V
+
 
 def area_resample_matrix(n_in, n_out, dtype=torch.float64):
     """``(n_out, n_in)`` matrix ``R`` with ``R[i, j]`` = fraction of output cell ``i`` covered by input cell ``j``.
@@ -51,10 +53,9 @@ class Region:
     @classmethod
     def box(cls, top, left, height, width, size=(64, 64), name=None):
         """Axis-aligned box of ``height x width`` pixels whose top-left pixel is ``(top, left)`` on a ``size`` grid."""
-        H, W = _pair("size", size)
-        for arg, v in (("top", top), ("left", left), ("height", height), ("width", width)):
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise TypeError(f"Region.box: expected {arg} to be an int, got {type(v).__name__}")
+        H, W = V.shape(size, "size", "Region.box", ndim=2)
+        top, left = (V.integer(v, arg, "Region.box") for arg, v in (("top", top), ("left", left)))
+        height, width = (V.integer(v, arg, "Region.box") for arg, v in (("height", height), ("width", width)))
         if height <= 0 or width <= 0:
             raise ValueError(f"Region.box: expected positive height and width, got height={height}, width={width}")
         if top < 0 or left < 0 or top + height > H or left + width > W:
@@ -80,8 +81,7 @@ class Region:
         if mask.numel() == 0:
             raise ValueError(f"Region.from_mask: expected a non-empty mask, got shape {tuple(mask.shape)}")
         m = mask.detach().to("cpu", torch.float64)
-        if torch.isnan(m).any():
-            raise ValueError("Region.from_mask: mask contains NaN")
+        V.finite_values(m, "mask", "Region.from_mask")
         lo, hi = float(m.min()), float(m.max())
         if lo < 0 or hi > 1:
             raise ValueError(f"Region.from_mask: expected mask values in [0, 1], got range [{lo}, {hi}]")
@@ -94,11 +94,9 @@ class Region:
 
     def mask(self, h=None, w=None, *, dtype=torch.float32, device="cpu"):
         """Float mask ``(h, w)`` in [0, 1], area-averaged from the native mask (native size when omitted)."""
-        h = self.size[0] if h is None else h
-        w = self.size[1] if w is None else w
-        if int(h) <= 0 or int(w) <= 0:
-            raise ValueError(f"Region.mask: expected positive h and w, got h={h}, w={w}")
-        return resample_area(self._mask, int(h), int(w)).to(device=device, dtype=dtype)
+        h = self.size[0] if h is None else V.integer(h, "h", "Region.mask", min=1)
+        w = self.size[1] if w is None else V.integer(w, "w", "Region.mask", min=1)
+        return resample_area(self._mask, h, w).to(device=device, dtype=dtype)
 
     def complement(self):
         """The rest of the image, ``1 - mask``."""
@@ -111,13 +109,3 @@ class Region:
 
     def __repr__(self):
         return f"Region({self.to_dict()}, area={float(self._mask.sum()):g})"
-
-
-def _pair(name, v):
-    try:
-        a, b = v
-    except (TypeError, ValueError):
-        raise ValueError(f"Region: expected {name} to be a pair (H, W), got {v!r}") from None
-    if int(a) <= 0 or int(b) <= 0:
-        raise ValueError(f"Region: expected {name} to be positive, got {v!r}")
-    return int(a), int(b)

@@ -11,6 +11,7 @@ the saliency of parts found by :func:`lowrankedit.panda`, without any labels).
 import torch
 import torch.nn.functional as F
 
+from . import validation as V
 from .region import Region
 
 
@@ -89,22 +90,19 @@ class PandaParts:
         if not callable(parts.saliency):
             raise TypeError("PandaParts: expected parts.saliency to be callable as saliency(features, k)")
         idx = [part_index] if isinstance(part_index, int) and not isinstance(part_index, bool) else part_index
-        try:
-            idx = [int(k) for k in idx]
-        except (TypeError, ValueError):
-            raise TypeError(f"PandaParts: expected part_index to be an int or a sequence of ints, "
-                            f"got {part_index!r}") from None
+        if not isinstance(idx, (list, tuple)):
+            raise V.ArgumentError(f"PandaParts: expected part_index to be an int or a sequence of ints, "
+                                  f"got {V._got(part_index)}")
+        idx = [V.integer(k, "part_index", "PandaParts") for k in idx]
         if not idx or any(k < 0 for k in idx):
             raise ValueError(f"PandaParts: expected one or more non-negative part indices, got {part_index!r}")
         n_parts = _num_parts(parts)
         if n_parts is not None and any(k >= n_parts for k in idx):
             raise ValueError(f"PandaParts: part index out of range: got {idx}, the parts object has {n_parts} parts")
-        if threshold is not None and not (0 <= float(threshold) <= 1):
-            raise ValueError(f"PandaParts: expected threshold in [0, 1], got {threshold!r}")
         self.parts = parts
         self.part_index = idx
-        self.threshold = None if threshold is None else float(threshold)
-        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.threshold = None if threshold is None else V.probability(threshold, "threshold", "PandaParts")
+        self.size = None if size is None else V.shape(size, "size", "PandaParts", ndim=2)
         self.layers = (parts.layer,)
 
     def saliency(self, features):
@@ -155,3 +153,25 @@ def _num_parts(parts):
     if isinstance(p, torch.Tensor) and p.dim() == 2:
         return int(p.shape[1])
     return None
+
+
+def check_masks(masks, images, who="lelsd"):
+    """Validate what a segmenter returned for ``images (N, 3, H, W)``: ``(N, h, w)`` floats in [0, 1], no NaN.
+
+    Returns the masks as a float tensor on the images' device (bool and integer masks are converted).
+    """
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"{who}: expected the segmenter to return a torch.Tensor, got {type(masks).__name__}")
+    n = images.shape[0]
+    if masks.dim() != 3 or masks.shape[0] != n or masks.shape[1] <= 0 or masks.shape[2] <= 0:
+        raise ValueError(f"{who}: expected the segmenter to return masks of shape ({n}, h, w) for {n} images, "
+                         f"got {tuple(masks.shape)}")
+    if not masks.is_floating_point():
+        masks = masks.to(images.dtype if images.is_floating_point() else torch.float32)
+    masks = masks.to(images.device)
+    if torch.isnan(masks).any():
+        raise ValueError(f"{who}: the segmenter returned masks containing NaN")
+    lo, hi = float(masks.min()), float(masks.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{who}: expected the segmenter's mask values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return masks

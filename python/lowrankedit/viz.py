@@ -52,14 +52,14 @@ def outline_mask(img, mask, cell, nrow, n, pad=2, scale=1, color=(255, 40, 40)):
 
 
 def save_png(img, path):
-    """Save a PIL image atomically (no partial file on failure); creates the folder."""
+    """Save a PIL image atomically (a unique exclusive temporary file, fsynced, renamed over ``path``: no partial
+    file on failure, concurrent saves never mix); creates the folder."""
+    import io
+
+    from .fileformat import atomic_write
+
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}.png"
-    try:
-        img.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
     return path

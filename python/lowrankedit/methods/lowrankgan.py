@@ -5,6 +5,7 @@ import warnings
 
 import torch
 
+from .. import validation as V
 from ..directions import Directions
 from ..gram import Gram
 from ..ops.rpca import METHODS, rpca
@@ -27,7 +28,13 @@ def _right_singular_basis(L, M, rank):
     return torch.cat([low, null @ Q.flip(-1)], dim=1)
 
 
-def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=10000, progress=False):
+#: The robust-PCA solver per preset: ``"default"`` the fast certified one, ``"official"`` the official iteration and
+#: stopping rule (same ``lamb``, the paper's 1/60).
+PRESETS = {"default": {"method": "ialm"}, "official": {"method": "official"}}
+
+
+def lowrankgan(gram, *, lamb=1 / 60, relax=0, method=None, tol=1e-7, max_iter=10000, progress=False,
+               preset="default"):
     """Directions that edit the region and (to first order) nothing else, by LowRankGAN's low-rank factorization.
 
     Parameters
@@ -39,12 +46,15 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     relax : int
         The null space of the background is taken past ``rank_b - relax`` singular vectors (``0 <= relax < D``):
         a larger ``relax`` keeps a bigger, less strict null space.
-    method : {"ialm", "official"}
+    method : {"ialm", "official"}, optional
         Robust-PCA solver (see :func:`lowrankedit.ops.rpca`); ``"official"`` repeats the official iteration.
+        Default from ``preset``.
     tol, max_iter : float, int
         Passed to :func:`lowrankedit.ops.rpca`.
     progress : bool
         Show the robust-PCA progress bar.
+    preset : {"default", "official"}
+        Fills ``method`` when it is ``None`` (see :data:`PRESETS`).
 
     Returns
     -------
@@ -80,20 +90,24 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
     True
     """
     op = "lowrankgan"
+    if preset not in PRESETS:
+        raise ValueError(f"{op}: expected preset in {tuple(PRESETS)}, got {preset!r}")
+    method = PRESETS[preset]["method"] if method is None else method
     if not isinstance(gram, Gram):
         raise TypeError(f"{op}: expected a lowrankedit.Gram, got {type(gram).__name__}")
     D = gram.dim
     if D < 2:
         raise ValueError(f"{op}: expected Grams of size D >= 2, got D = {D}")
-    if not isinstance(relax, numbers.Integral) or isinstance(relax, bool) or not 0 <= relax < D:
-        raise ValueError(f"{op}: expected relax to be an int in [0, {D - 1}], got {relax!r}")
-    if not isinstance(lamb, numbers.Real) or isinstance(lamb, bool) or not lamb > 0:
-        raise ValueError(f"{op}: expected lamb > 0, got {lamb!r}")
-    if method not in METHODS:
-        raise ValueError(f"{op}: expected method in {METHODS}, got {method!r}")
+    relax = V.integer(relax, "relax", op, min=0, max=D - 1)
+    lamb = V.positive(lamb, "lamb", op)
+    tol = V.real(tol, "tol", op, min=0.0)
+    max_iter = V.integer(max_iter, "max_iter", op, min=1)
+    V.choice(method, "method", op, METHODS)
+    V.boolean(progress, "progress", op)
     M = torch.stack([gram.fg, gram.bg]).double()
     L, _, info = rpca(M, float(lamb), tol=tol, max_iter=max_iter, method=method, progress=progress)
     L_f, L_b = L[0].cpu(), L[1].cpu()
+    not_converged = _convergence_warning(info, method, tol, max_iter, op)
     rank_f, rank_b = _matrix_rank(L_f), _matrix_rank(L_b)
     if rank_f == 0:
         # Seen on real DCGAN mouth Grams (1 face in 8 at lamb = 1/60): the certified optimum is L_f = 0 there.
@@ -120,7 +134,7 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
         "latent_space": gram.meta.get("latent_space"),
         "generator": gram.meta.get("generator"),
         "region": gram.meta.get("region"),
-        "params": {"lamb": float(lamb), "relax": int(relax), "rpca_method": method, "tol": tol,
+        "params": {"lamb": float(lamb), "relax": int(relax), "rpca_method": method, "preset": preset, "tol": tol,
                    "max_iter": max_iter},
         "rank_f": rank_f,
         "rank_b": rank_b,
@@ -129,6 +143,29 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method="ialm", tol=1e-7, max_iter=
         "projected_norms": norms,
         "dropped": int((~keep).sum()),
         "rpca": {key: (val.tolist() if isinstance(val, torch.Tensor) else val) for key, val in info.items()},
+        "converged": not not_converged,
+        "warnings": [not_converged] if not_converged else [],
         "gram": dict(gram.meta),
     }
     return Directions(vectors.reshape(-1, *latent_shape).to(gram.fg.dtype), s_f[:rank_f][keep], meta)
+
+
+def _convergence_warning(info, method, tol, max_iter, op):
+    """Warn (``RuntimeWarning``) when the robust PCA of either Gram stopped at ``max_iter`` without converging;
+    return the message (``""`` when both converged), which goes into ``meta``."""
+    converged = info["converged"].reshape(-1).tolist()
+    if all(converged):
+        return ""
+    names = [name for name, ok in zip(("fg", "bg"), converged) if not ok]
+    iters = info["iterations"].reshape(-1).tolist()
+    primal = info["primal_residual"].reshape(-1).tolist()
+    dual = info.get("dual_residual")
+    dual = dual.reshape(-1).tolist() if isinstance(dual, torch.Tensor) else [float("nan")] * 2
+    detail = "; ".join(f"{n}: {iters[i]} iterations, primal residual {primal[i]:.2g}, dual {dual[i]:.2g}"
+                       for i, n in enumerate(("fg", "bg")) if not converged[i])
+    hint = "raise max_iter" + (", loosen tol" if tol < 1e-5 else "") + \
+        (", or use method='ialm' (the certified solver, far fewer iterations)" if method == "official" else "")
+    msg = (f"{op}: robust PCA of the {' and '.join(names)} Gram did not converge to tol={tol:g} within "
+           f"max_iter={max_iter} ({detail}); the directions come from an unconverged low-rank part: {hint}")
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return msg

@@ -11,12 +11,29 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ..gram import _atomic_save
-from ..models.protocol import check_generator, check_latents, check_layer, fingerprint
+from .. import distributed
+from .. import fileformat
+from .. import validation as V
+from ..models.protocol import check_generator, check_latents, check_layer, check_provenance, fingerprint
 from ..ops.panda_grad import panda_step
 from ..region import resample_area
 
 _NEEDS = ("latent_shape", "sample_latents", "layers", "features", "synthesize_from")
+
+# The two settings of :func:`panda`. "default": the bounded, line-searched steps, dead parts re-initialized, the tail
+# of the run averaged (measured best, bench/bench_panda.py). "official": Algorithm 1 as the official code runs it.
+PRESETS = {
+    "default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True},
+    "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False},
+}
+# Largest trial step, in units of the block's step bound 1 / L (_step_bounds, a worst-case bound). Measured on DCGAN
+# block3 (128, 8), uncapped: accepted parts steps of 15-380 / L (median 56 at batch 1, 112 at batch 16). A cap of
+# 16 / L lost nothing at batch 16 (held-out unexplained 0.4356 vs 0.4344 uncapped, 400 steps) and kept batch 1 close
+# to it (0.448 vs 0.504 uncapped; 32 / L: 0.55 at block4): the line search fits one batch, the cap keeps a small
+# batch from overfitting it. In the averaging window the cap decreases linearly (_cap_schedule): at block4, batch 1
+# settled at 0.422 with it, 0.430 with a 1 / t decrease.
+STEP_CAP = 16.0
+DEAD_RELATIVE = 1e-6  # a part whose norm is at most this fraction of the largest part's norm is dead
 
 
 def _check_features(features, who, shape=None):
@@ -78,11 +95,15 @@ def refine_parts(Z, A, P, *, iters=50, lr=None, max_backtracks=20):
     """Eq. 6: per-sample parts ``(N, S, Rs)``, projected gradient descent from the global ``P`` with ``A`` fixed.
 
     ``Z (N, C, S)``, ``A (C, Rc)``, ``P (S, Rs)``. Every sample is its own problem; they run together, each with its
-    own Armijo-backtracked step (grown x2 after every accepted step, halved on every rejected trial), from ``lr``
-    (a float or ``(N,)``) or ``1 / ||Z_i||_F^2``. The gradient is the same re-associated one as
-    :func:`lowrankedit.ops.panda_grad`, batched over per-sample parts (``torch.bmm``)."""
+    own Armijo-backtracked step, from ``lr`` (a float or ``(N,)``) or ``1 / ||Z_i||_F^2``. As in :func:`panda`, the
+    trial is ``min(2 x last accepted step, STEP_CAP / L_i)`` with ``L_i`` the sample's Lipschitz bound
+    (:func:`_step_bounds`), halved on every rejected trial, and a step that moved nothing does not grow. The
+    gradient is the same re-associated one as :func:`lowrankedit.ops.panda_grad`, batched over per-sample parts
+    (``torch.bmm``)."""
     N = Z.shape[0]
     GA = A.T @ A
+    a = float(torch.linalg.eigvalsh(GA.double())[-1])
+    sigma = spectral_sq(Z).to(Z)
     Pn = P.expand(N, *P.shape).clone()
     zsq = Z.pow(2).sum((1, 2))
     if lr is None:
@@ -92,14 +113,18 @@ def refine_parts(Z, A, P, *, iters=50, lr=None, max_backtracks=20):
     for _ in range(int(iters)):
         g = 2 * (torch.bmm(Pn, torch.bmm(Y.transpose(1, 2), torch.matmul(GA, Y)))
                  + torch.bmm(Z.transpose(1, 2), torch.matmul(A, K)))
-        trial = lr * 2
+        bound, _ = _bounds(sigma, a, torch.linalg.matrix_norm(Pn, ord=2) ** 2)
+        cap = torch.where(bound > 0, STEP_CAP / bound.clamp_min(torch.finfo(Z.dtype).tiny), lr * 2)
+        trial = torch.minimum(lr * 2, cap)
         pending = torch.ones(N, dtype=torch.bool, device=Z.device)
+        moved = torch.zeros(N, dtype=torch.bool, device=Z.device)
         for _ in range(max_backtracks + 1):
             Pt = (Pn - trial[:, None, None] * g).clamp_min(0)
             qt, Yt, Kt = _quad(Z, A, GA, Pt)
             ok = pending & (qt <= q + 1e-4 * (g * (Pt - Pn)).sum((1, 2)))
             if ok.any():
                 sel = ok[:, None, None]
+                moved = moved | (ok & (Pt != Pn).flatten(1).any(1))
                 Pn, Y, K = torch.where(sel, Pt, Pn), torch.where(sel, Yt, Y), torch.where(sel, Kt, K)
                 q = torch.where(ok, qt, q)
                 lr = torch.where(ok, trial, lr)
@@ -108,6 +133,7 @@ def refine_parts(Z, A, P, *, iters=50, lr=None, max_backtracks=20):
                 break
             trial = torch.where(pending, trial * 0.5, trial)
         lr = torch.where(pending, trial, lr)  # no decrease found: keep P_i, restart smaller next time
+        lr = torch.where(moved | pending, lr, lr * 0.5)  # accepted without moving: no growth
     return Pn
 
 
@@ -202,12 +228,32 @@ class PartsAppearances:
         """Per-sample parts (Eq. 6): ``(N, S, Rs)``, from the global parts with the appearances fixed.
 
         ``features``: ``(N, C, h, w)`` at :attr:`layer`. ``lr`` defaults to the training's last parts step times its
-        batch size (the per-sample loss is a ``1 / batch`` share of a batch's), each sample then line-searched."""
+        batch size (the per-sample loss is a ``1 / batch`` share of a batch's), each sample then line-searched under
+        the same bounded step rule as :func:`panda`. The same end-of-run rule as :func:`panda` applies: a sample
+        whose refined parts include a dead part that was alive in the global parts, or whose loss did not decrease,
+        warns (``RuntimeWarning``); ``meta["refine"]`` records the last call (``dead``: per sample, the parts that
+        died; ``no_progress``: the samples whose loss did not decrease; ``warnings``)."""
         Z, A, P = self._unfold(features, "PartsAppearances.refine")
-        if lr is None and self.meta.get("lr_parts"):
-            lr = float(self.meta["lr_parts"]) * float(self.meta.get("batch_size", 1))
         with torch.no_grad():
-            return refine_parts(Z, A, P, iters=iters, lr=lr)
+            Pi = refine_parts(Z, A, P, iters=iters, lr=self._refine_lr() if lr is None else lr)
+            was_dead = set(dead_parts(P))
+            dead = [[k for k in row.nonzero().flatten().tolist() if k not in was_dead] for row in dead_parts(Pi)]
+            before, zsq = _losses(Z, A, P)
+            start, end = before / zsq.clamp_min(1e-300), _losses(Z, A, Pi)[0] / zsq.clamp_min(1e-300)
+        no_progress = (~(end < start)).nonzero().flatten().tolist()
+        problems = []
+        if any(dead):
+            problems += _check_result("PartsAppearances.refine", {i: d for i, d in enumerate(dead) if d}, 1, 0, "")
+        if no_progress:
+            problems += _check_result("PartsAppearances.refine", [], float(start[no_progress].mean()),
+                                      float(end[no_progress].mean()), f"per-sample (samples {no_progress})")
+        self.meta["refine"] = {"dead": dead, "no_progress": no_progress, "warnings": problems}
+        return Pi
+
+    def _refine_lr(self):
+        if self.meta.get("lr_parts"):
+            return float(self.meta["lr_parts"]) * float(self.meta.get("batch_size", 1))
+        return None
 
     def saliency(self, features, k, *, refine=True, kind="part", iters=30):
         """Where concept ``k`` is in each sample: ``(N, h, w)`` float in [0, 1].
@@ -225,10 +271,7 @@ class PartsAppearances:
             if kind == "part":
                 k = self._part_index(k, "PartsAppearances.saliency")
                 if refine:
-                    lr = None
-                    if self.meta.get("lr_parts"):
-                        lr = float(self.meta["lr_parts"]) * float(self.meta.get("batch_size", 1))
-                    s = refine_parts(Z, A, P, iters=iters, lr=lr)[:, :, k]
+                    s = refine_parts(Z, A, P, iters=iters, lr=self._refine_lr())[:, :, k]
                 else:
                     s = P[:, k].expand(N, -1)
                 s = s / s.amax(1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
@@ -271,41 +314,44 @@ class PartsAppearances:
                 raise ValueError(f"PartsAppearances.masks: expected kind 'part' or 'appearance', got {kind!r}")
         return m.reshape(N, h, w).to(features.dtype)
 
-    def edit(self, latents, part, appearance, alpha, *, generator=None):
+    def edit(self, latents, part, appearance, alpha, *, generator=None, force=False):
         """Images with appearance ``appearance`` added at ``part``: ``G_[l:](Z + alpha * a_j p^T)``, ``(n, 3, H, W)``.
 
         Parameters
         ----------
-        latents : ``(n, *latent_shape)``
+        latents : ``(n, *latent_shape)``, finite
         part : int, list of ints, or float mask ``(h, w)`` / ``(H, W)`` in [0, 1]
             Parts (summed and min-max scaled, as the official code) or a hand-drawn region (pixel-level control).
         appearance : int or ``(C,)`` tensor
-            Column of :attr:`appearances`, or any channel vector.
+            Column of :attr:`appearances`, or any finite channel vector.
         alpha : float
-            Magnitude (its sign matters: appearances have a free sign).
-        generator : optional, defaults to :attr:`generator`.
+            Finite magnitude (its sign matters: appearances have a free sign).
+        generator : optional, defaults to :attr:`generator`; must be the one the parts were learnt on (its
+            fingerprint is in ``meta``) unless ``force=True``.
         """
+        who = "PartsAppearances.edit"
         G = generator if generator is not None else self.generator
         if G is None:
-            raise ValueError("PartsAppearances.edit: no generator: pass generator=G (or load(path, generator=G))")
-        check_generator(G, _NEEDS, "PartsAppearances.edit")
-        check_layer(G, self.layer, "PartsAppearances.edit")
-        check_latents(G, latents, "PartsAppearances.edit")
-        if not isinstance(alpha, numbers.Real) or not math.isfinite(float(alpha)):
-            raise ValueError(f"PartsAppearances.edit: expected a finite real alpha, got {alpha!r}")
+            raise ValueError(f"{who}: no generator: pass generator=G (or load(path, generator=G))")
+        check_generator(G, _NEEDS, who)
+        check_layer(G, self.layer, who)
+        check_provenance(self.meta, G, who, force=V.boolean(force, "force", who))
+        check_latents(G, latents, who)
+        alpha = V.real(alpha, "alpha", who)
         if isinstance(appearance, torch.Tensor):
-            a = appearance.detach().reshape(-1)
+            a = V.tensor(appearance, "appearance", who).detach().reshape(-1)
             if a.numel() != self.feature_shape[0]:
-                raise ValueError(f"PartsAppearances.edit: expected an appearance vector of {self.feature_shape[0]} "
+                raise ValueError(f"{who}: expected an appearance vector of {self.feature_shape[0]} "
                                  f"channels, got shape {tuple(appearance.shape)}")
         elif isinstance(appearance, numbers.Integral) and not isinstance(appearance, bool):
             if not 0 <= appearance < self.appearances.shape[1]:
-                raise ValueError(f"PartsAppearances.edit: appearance index {appearance} out of range: there are "
+                raise ValueError(f"{who}: appearance index {appearance} out of range: there are "
                                  f"{self.appearances.shape[1]} appearances")
-            a = self.appearances[:, int(appearance)]
+            a = V.tensor(self.appearances[:, int(appearance)], f"appearances[:, {int(appearance)}]", who)
         else:
-            raise TypeError(f"PartsAppearances.edit: expected appearance as an int or a (C,) tensor, "
+            raise TypeError(f"{who}: expected appearance as an int or a (C,) tensor, "
                             f"got {type(appearance).__name__}")
+        V.tensor(self.parts, "parts", who)
         p = self.part_map(part)
         with torch.no_grad():
             Z = G.features(latents, self.layer)
@@ -314,14 +360,27 @@ class PartsAppearances:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path):
-        """Write atomically (a failed write leaves no partial file). The generator is not saved."""
-        _atomic_save({"appearances": self.appearances.detach().cpu(), "parts": self.parts.detach().cpu(),
-                      "layer": self.layer, "feature_shape": list(self.feature_shape), "meta": self.meta}, path)
+        """Write in the safe file format (:mod:`lowrankedit.fileformat`), atomically. The generator is not saved."""
+        fileformat.save(path, "parts_appearances", {"appearances": self.appearances, "parts": self.parts},
+                        {"layer": self.layer, "feature_shape": list(self.feature_shape), "meta": self.meta})
 
     @classmethod
-    def load(cls, path, generator=None):
-        d = torch.load(path, map_location="cpu", weights_only=False)
-        return cls(d["appearances"], d["parts"], d["layer"], tuple(d["feature_shape"]), d["meta"], generator)
+    def load(cls, path, generator=None, force=False):
+        """Read a file written by :meth:`save` (no code from the file runs). With ``generator``, the file must have
+        been made for it (same fingerprint, the layer present) unless ``force=True``. Raises
+        :class:`lowrankedit.FileFormatError` for a broken, foreign or wrong-kind file."""
+        tensors, meta = fileformat.load(path, "parts_appearances")
+        try:
+            pa = cls(tensors["appearances"], tensors["parts"], meta["layer"], tuple(meta["feature_shape"]),
+                     meta["meta"], generator)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise fileformat.FileFormatError(path, f"not a valid PartsAppearances file ({exc})") from None
+        for name in ("appearances", "parts"):
+            V.tensor(getattr(pa, name), name, f"PartsAppearances.load({str(path)!r})")
+        if generator is not None:
+            check_provenance(pa.meta, generator, f"PartsAppearances.load({str(path)!r})",
+                             force=V.boolean(force, "force", "PartsAppearances.load"))
+        return pa
 
 
 def _sample_features(G, layer, n, seed, chunk=256):
@@ -333,31 +392,142 @@ def _sample_features(G, layer, n, seed, chunk=256):
     return torch.cat(out)
 
 
-def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000, lr=None, seed=0, features=None,
+def _cap_schedule(t, start, total):
+    """Factor on the step cap at iteration ``t``: 1 before ``start``, then decreasing so that stochastic batches
+    settle (linearly to ``1 / total`` at the end)."""
+    if t < start:
+        return 1.0
+    return max(1.0 / total, (total - t) / (total - start))
+
+
+def spectral_sq(Z, chunk=256):
+    """``||Z_i||_2^2`` (squared largest singular value) of every sample, ``(N,)`` float64. ``Z``: ``(N, C, S)``."""
+    return torch.cat([torch.linalg.matrix_norm(z.double(), ord=2) ** 2 for z in Z.split(chunk)])
+
+
+def _step_bounds(sigma, A, P):
+    """Upper bounds ``(L_P, L_A)`` on the Lipschitz constants of the parts and appearances gradients near ``(A, P)``.
+
+    ``sigma`` bounds ``lambda_max(sum_i Z_i Z_i^T)`` over the batch (the sum of the samples' ``||Z_i||_2^2``). With
+    ``a = ||A||_2^2``, ``p = ||P||_2^2``: the loss is ``sum ||Z_i||^2 - 2 ||A^T Z_i P||^2 + <G_A Y_i G_P, Y_i>``;
+    the quadratic term's Hessian is at most ``4 sigma a`` (parts) / ``4 sigma p`` (appearances) and the quartic
+    term's at most ``12 sigma a^2 p`` / ``12 sigma p^2 a``. Both are scale-covariant (features times ``c``: bounds
+    times ``c^2``) and finite where the parts vanish, so steps taken under them cannot run away."""
+    a = float(torch.linalg.eigvalsh((A.T @ A).double())[-1])
+    p = float(torch.linalg.eigvalsh((P.T @ P).double())[-1])
+    return _bounds(sigma, a, p)
+
+
+def _bounds(sigma, a, p):
+    """The formula of :func:`_step_bounds` from ``sigma``, ``a = ||A||_2^2``, ``p = ||P||_2^2`` (floats or
+    tensors, e.g. per sample)."""
+    return sigma * a * (4 + 12 * a * p), sigma * p * (4 + 12 * a * p)
+
+
+def dead_parts(P):
+    """Indices of the dead columns of parts ``P (..., S, Rs)``: norm at most ``1e-6`` times the largest column's norm
+    (all of them when every column is zero). For a batch ``(N, S, Rs)``, a boolean ``(N, Rs)`` instead."""
+    norms = P.double().norm(dim=-2)
+    dead = norms <= DEAD_RELATIVE * norms.amax(-1, keepdim=True)
+    return dead if P.dim() == 3 else dead.nonzero().flatten().tolist()
+
+
+def _reinit_parts(P, dead, gen):
+    """Re-draw the dead columns uniformly in ``[0, 2 m]``, ``m`` the mean entry of the living parts (the initial
+    ``[0, 0.01]`` when none lives), so a restarted part enters at the scale of the others."""
+    live = [k for k in range(P.shape[1]) if k not in dead]
+    top = 2 * float(P[:, live].double().mean()) if live else 0.01
+    if not top > 0:
+        top = 0.01
+    new = torch.rand(P.shape[0], len(dead), generator=gen, dtype=torch.float64) * top
+    P = P.clone()
+    P[:, dead] = new.to(P)
+    return P
+
+
+def unexplained(Z, A, P):
+    """Fraction of the features' energy the factors leave unexplained, ``sum_i L_i / sum_i ||Z_i||^2`` (float64).
+
+    ``Z (N, C, S)``, ``A (C, Rc)``, parts ``P (S, Rs)`` or per-sample ``(N, S, Rs)``."""
+    loss, zsq = _losses(Z, A, P)
+    return float(loss.sum() / zsq.sum().clamp_min(1e-300))
+
+
+def _losses(Z, A, P):
+    """Per-sample losses ``L_i`` and energies ``||Z_i||^2``, ``(N,)`` float64 each."""
+    Z, A, P = Z.double(), A.double(), P.double()
+    Pn = P.expand(Z.shape[0], *P.shape) if P.dim() == 2 else P
+    q, _, _ = _quad(Z, A, A.T @ A, Pn)
+    zsq = Z.pow(2).sum((1, 2))
+    return zsq + q, zsq
+
+
+def _check_result(who, dead, start, end, check_on):
+    """The end-of-run rule shared by :func:`panda` and :meth:`PartsAppearances.refine`: dead parts, or a loss no
+    better than at the start, warn and are returned as messages for ``meta``."""
+    import warnings
+
+    problems = []
+    if dead:
+        problems.append(f"{who}: the factorization ended with dead parts (all zero): {dead}")
+    if not end < start:
+        problems.append(f"{who}: the {check_on} loss did not improve: unexplained energy {start:.4g} at the start, "
+                        f"{end:.4g} at the end")
+    for msg in problems:
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return problems
+
+
+def _resolve(name, value, preset):
+    return PRESETS[preset][name] if value is None else value
+
+
+def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=None, lr=None, preset="default",
+          average=None, reinit_dead=None, held_out=None, init_parts=None, eval_every=None, seed=0, features=None,
           dtype=torch.float32, progress=True):
     """Learn parts and appearances at one layer of a generator (PandA, Algorithm 1).
 
     Parameters
     ----------
     G : generator
-        With ``sample_latents``, ``features``, ``synthesize_from`` and ``layers`` (see CONTRACT.md).
+        With ``sample_latents``, ``features``, ``synthesize_from`` and ``layers`` (see docs/generators.md).
     layer : str
         One of ``G.layers``.
     ranks : (int, int)
         ``(Rc, Rs)``: appearances ``1 <= Rc <= C`` and parts ``1 <= Rs <= h * w``.
     n_samples : int
         Size of the pool of features sampled once from ``G`` (seeds ``seed``); each iteration draws a random batch
-        from it. The HOSVD initialization uses the whole pool.
-    batch_size : int
-        Samples per iteration (gradients are summed over the batch, as in the official code).
-    iters : int
-        Iterations of Algorithm 1.
-    lr : float or None
-        ``None`` (default): no hand tuning; each block's step is found by Armijo backtracking, starting from twice
-        the last accepted step (the first from ``1 / ||Z_batch||_F^2``). A float: Algorithm 1 with that fixed step
-        for both blocks and no line search (the official default is ``1e-8`` on its StyleGAN2 features).
+        from the pool's training part. The HOSVD initialization uses the training part.
+    batch_size, iters, lr, average, reinit_dead : optional
+        ``None`` takes the value of ``preset``; a value given overrides it.
+
+        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code).
+        * ``iters``: iterations of Algorithm 1.
+        * ``lr``: ``None``: no hand tuning. Each block's step is Armijo-backtracked from ``min(2 x last accepted
+          step, 16 / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
+          ``||A||_2``, ``||P||_2`` and the batch's ``sum_i ||Z_i||_2^2`` (scale-free: features times ``c`` give the
+          same factors). A step that does not move the factors does not grow the next one, so no step can run away,
+          even where parts vanish. A float: Algorithm 1 with that fixed step for both blocks, no line search, no
+          bound.
+        * ``average``: fraction of the run, at its end, over which the iterates are averaged (0: return the last
+          iterate), while the cap ``16 / L`` decreases linearly to ``1 / iters`` of itself. The result then does not
+          depend on the last few batches.
+        * ``reinit_dead``: re-draw a part whose norm falls to ``1e-6`` of the largest one's (a dead part receives
+          no gradient and would stay dead); ``meta["reinitialized"]`` counts them.
+    preset : {"default", "official"}
+        ``"default"``: ``batch_size=16, iters=1000, lr=None, average=0.5, reinit_dead=True``. ``"official"``: the
+        paper's Algorithm 1 as its official code runs it: ``batch_size=1, iters=10000, lr=1e-8`` (fixed, gradients
+        summed), ``average=0, reinit_dead=False``.
+    held_out : int or tensor, optional
+        Features for the end-of-run check and ``meta["held_out_curve"]``: an int takes that many samples off the end
+        of the pool (not trained on; default ``min(64, N // 8)``, 0 when the pool has fewer than 16 samples, then
+        the check uses the training pool); a ``(M, C, h, w)`` tensor is used as given.
+    init_parts : ``(S, Rs)`` tensor, optional
+        Non-negative initial parts instead of the uniform ``[0, 0.01]`` draw.
+    eval_every : int, optional
+        Record the held-out unexplained energy every this many iterations (default ``max(1, iters // 20)``).
     seed : int
-        Seeds the pool's latents, the parts' uniform ``[0, 0.01]`` initialization and the batch order.
+        Seeds the pool's latents, the parts' initialization, re-initializations and the batch order.
     features : ``(N, C, h, w)`` tensor, optional
         Use these features instead of sampling from ``G``.
     dtype : torch dtype
@@ -368,6 +538,17 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
     Returns
     -------
     PartsAppearances
+        ``meta`` holds the settings, ``history`` (per-sample loss of each batch), ``history_relative`` (fraction of
+        each batch's energy unexplained) and ``history_relative_mean`` (its running mean over the last
+        ``max(1, min(100, iters // 10))`` iterations), ``held_out_curve`` (``[iteration, seconds, unexplained]``),
+        ``held_out_start`` / ``held_out_end``, ``dead_parts``, ``reinitialized`` and ``warnings``.
+
+    Warns
+    -----
+    RuntimeWarning
+        When the factorization ends with dead parts, or its held-out loss is no better than at the initialization
+        (also recorded in ``meta["warnings"]``), or a fixed ``lr`` made the loss non-finite (the last finite factors
+        are returned).
 
     Examples
     --------
@@ -377,16 +558,37 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
     >>> pa.appearances.shape, pa.parts.shape, bool((pa.parts >= 0).all())
     (torch.Size([256, 32]), torch.Size([64, 4]), True)
     """
+    import time
+    import warnings
+
     check_generator(G, _NEEDS, "panda")
     check_layer(G, layer, "panda")
+    if preset not in PRESETS:
+        raise ValueError(f"panda: expected preset to be one of {sorted(PRESETS)}, got {preset!r}")
+    batch_size, iters = _resolve("batch_size", batch_size, preset), _resolve("iters", iters, preset)
+    lr, average = _resolve("lr", lr, preset), _resolve("average", average, preset)
+    reinit_dead = _resolve("reinit_dead", reinit_dead, preset)
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"panda: expected dtype float32 or float64, got {dtype}")
     for name, v in (("n_samples", n_samples), ("batch_size", batch_size), ("iters", iters)):
         if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < (0 if name == "iters" else 1):
             raise ValueError(f"panda: expected {name} to be a {'non-negative' if name == 'iters' else 'positive'} "
                              f"int, got {v!r}")
-    if lr is not None and (not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0):
-        raise ValueError(f"panda: expected lr to be None (automatic) or a positive float, got {lr!r}")
+    if not isinstance(average, numbers.Real) or isinstance(average, bool) or not 0 <= average < 1:
+        raise ValueError(f"panda: expected average to be a fraction in [0, 1), got {average!r}")
+    if not isinstance(reinit_dead, bool):
+        raise TypeError(f"panda: expected reinit_dead to be a bool, got {type(reinit_dead).__name__}")
+    if eval_every is not None and (not isinstance(eval_every, numbers.Integral) or isinstance(eval_every, bool)
+                                   or eval_every < 1):
+        raise ValueError(f"panda: expected eval_every to be a positive int, got {eval_every!r}")
+    if lr is not None:
+        try:
+            lr = V.positive(lr, "lr", "panda")
+        except ValueError:
+            raise V.ArgumentError(f"panda: expected lr to be None (automatic) or a finite positive float, "
+                                  f"got {V._got(lr)}") from None
+    seed = V.integer(seed, "seed", "panda")
+    V.boolean(progress, "progress", "panda")
     if features is None:
         features = _sample_features(G, layer, int(n_samples), seed)
     _check_features(features, "panda")
@@ -394,35 +596,117 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=16, iters=1000,
     Rc, Rs = _check_ranks(ranks, C, h * w)
     Z = features.detach().reshape(N, C, h * w).to(dtype).contiguous()
 
+    # held-out features: the end of the pool (never trained on) or given
+    if isinstance(held_out, torch.Tensor):
+        _check_features(held_out, "panda", (C, h, w))
+        Zh = held_out.detach().reshape(held_out.shape[0], C, h * w).to(dtype)
+        check_on = "held-out"
+    else:
+        if held_out is None:
+            held_out = min(64, N // 8) if N >= 16 else 0
+        if not isinstance(held_out, numbers.Integral) or isinstance(held_out, bool) or not 0 <= held_out < N:
+            raise ValueError(f"panda: expected held_out to be a tensor of features or an int in [0, {N - 1}] (the "
+                             f"pool has {N} samples), got {held_out!r}")
+        if held_out:
+            Z, Zh, check_on = Z[:N - held_out], Z[N - held_out:], "held-out"
+        else:
+            Zh, check_on = Z, "training"
+    N = Z.shape[0]
+
     A = hosvd_appearances(Z, Rc).to(dtype)
     gen = torch.Generator().manual_seed(int(seed))
     P = (torch.rand(h * w, Rs, generator=gen, dtype=torch.float64) * 0.01).to(Z.device, dtype)
+    if init_parts is not None:
+        if not isinstance(init_parts, torch.Tensor) or tuple(init_parts.shape) != (h * w, Rs):
+            raise ValueError(f"panda: expected init_parts to be a tensor of shape ({h * w}, {Rs}), got "
+                             f"{tuple(init_parts.shape) if isinstance(init_parts, torch.Tensor) else init_parts!r}")
+        if not torch.isfinite(init_parts).all() or float(init_parts.min()) < 0:
+            raise ValueError("panda: expected init_parts to be finite and non-negative")
+        P = init_parts.detach().to(Z.device, dtype).clone()
+    start = unexplained(Zh, A, P)
 
     B = min(int(batch_size), N)
+    iters = int(iters)
     line_search = lr is None
+    sigma = spectral_sq(Z) if line_search else None
+    zsq_pool = Z.double().pow(2).sum((1, 2))
     lr_P = lr_A = float(lr) if lr is not None else None
-    history, relative = [], []
+    avg_from = iters - int(round(average * iters)) if average > 0 else iters
+    A_sum = P_sum = None
+    n_avg = 0
+    every = int(eval_every) if eval_every is not None else max(1, iters // 20)
+    window = max(1, min(100, iters // 10))
+    history, relative, running, curve, reinit_log, problems = [], [], [], [], [], []
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(int(iters)), desc=f"panda {layer}", disable=not progress, leave=False)
-    for _ in bar:
+    def current():
+        return (A_sum / n_avg, P_sum / n_avg) if n_avg else (A, P)
+
+    t0 = time.perf_counter()
+    bar = tqdm(range(iters), desc=f"panda {layer}", disable=not distributed.show_progress(progress), leave=False)
+    step = distributed.panda_step if distributed.active() else panda_step  # data-parallel over the batch
+    for t in bar:
         idx = torch.randperm(N, generator=gen)[:B].to(Z.device)
         Zb = Z.index_select(0, idx)
-        zsq = float(Zb.double().pow(2).sum())
-        if lr_P is None:  # first step: a scale-free guess the line search corrects
-            lr_P = lr_A = 1.0 / zsq
-        out = panda_step(Zb, A, P, 2 * lr_P if line_search else lr_P, 2 * lr_A if line_search else lr_A,
-                         line_search=line_search, max_backtracks=20)
+        zsq = float(zsq_pool[idx].sum())
+        if line_search:
+            bound_P, bound_A = _step_bounds(float(sigma[idx].sum()), A, P)
+            cap = STEP_CAP * _cap_schedule(t, avg_from, iters)
+            cap_P = cap / bound_P if bound_P > 0 else math.inf
+            cap_A = cap / bound_A if bound_A > 0 else math.inf
+            trial_P = cap_P if lr_P is None else min(2 * lr_P, cap_P)
+            trial_A = cap_A if lr_A is None else min(2 * lr_A, cap_A)
+            if not math.isfinite(trial_A):  # parts all zero: no appearance gradient, any step is a no-op
+                trial_A = 0.0
+            out = step(Zb, A, P, trial_P, trial_A, line_search=True, max_backtracks=20)
+            # a step that moved nothing is no progress: the next trial does not grow (a dead block's gradient is
+            # zero or projected away, so every trial would pass the Armijo test)
+            moved_P, moved_A = not torch.equal(out.parts, P), not torch.equal(out.appearances, A)
+            lr_P = out.lr_parts if moved_P else (trial_P * 2.0 ** -10 if out.lr_parts == 0 else trial_P / 2)
+            lr_A = out.lr_appearances if moved_A else (trial_A * 2.0 ** -10 if out.lr_appearances == 0
+                                                        else trial_A / 2)
+        else:
+            out = step(Zb, A, P, lr_P, lr_A, line_search=False)
+            if not (math.isfinite(float(out.new_loss)) and bool(torch.isfinite(out.parts).all())
+                    and bool(torch.isfinite(out.appearances).all())):
+                msg = (f"panda: the fixed lr={lr:g} made the loss non-finite at iteration {t}; returning the last "
+                       "finite factors")
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                problems.append(msg)
+                break
         A, P = out.appearances, out.parts
-        if line_search:  # keep the accepted step; a block that found no decrease restarts 2^-10 smaller
-            lr_P = out.lr_parts if out.lr_parts > 0 else lr_P * 2.0 ** -10
-            lr_A = out.lr_appearances if out.lr_appearances > 0 else lr_A * 2.0 ** -10
+        if reinit_dead:
+            dead = dead_parts(P)
+            if dead:
+                P = _reinit_parts(P, dead, gen)
+                reinit_log.append([t, dead])
+                lr_P = None  # the bound restarts the search at the new parts
+                if n_avg:  # an average across a restart mixes two different parts: restart it too
+                    A_sum, P_sum, n_avg = None, None, 0
+        if t >= avg_from:
+            A_sum = A.double() if A_sum is None else A_sum + A.double()
+            P_sum = P.double() if P_sum is None else P_sum + P.double()
+            n_avg += 1
         history.append(float(out.new_loss) / B)
         relative.append(float(out.new_loss) / zsq)
+        running.append(sum(relative[-window:]) / len(relative[-window:]))
+        if (t + 1) % every == 0 or t + 1 == iters:
+            Ac, Pc = current()
+            curve.append([t + 1, time.perf_counter() - t0, unexplained(Zh, Ac, Pc)])
         if progress and len(history) % 10 == 1:
-            bar.set_postfix(loss=f"{history[-1]:.4g}", unexplained=f"{relative[-1]:.3f}")
-    meta = {"method": "panda", "generator": fingerprint(G), "layer": layer, "ranks": [Rc, Rs],
-            "n_samples": N, "batch_size": B, "iters": int(iters), "lr": lr, "seed": int(seed),
-            "lr_parts": lr_P, "lr_appearances": lr_A, "history": history, "history_relative": relative,
-            "dtype": str(dtype).replace("torch.", "")}
+            bar.set_postfix(unexplained=f"{running[-1]:.3f}", reinit=len(reinit_log))
+    seconds = time.perf_counter() - t0
+    if n_avg:
+        A, P = (v.to(dtype) for v in current())
+    end = unexplained(Zh, A, P)
+    dead = dead_parts(P)
+    problems += _check_result("panda", dead, start, end, check_on)
+    meta = {"method": "panda", "generator": fingerprint(G), "layer": layer, "ranks": [Rc, Rs], "preset": preset,
+            "n_samples": N, "batch_size": B, "iters": iters, "lr": lr, "average": float(average),
+            "averaged_iterates": n_avg, "reinit_dead": reinit_dead, "seed": int(seed), "lr_parts": lr_P,
+            "lr_appearances": lr_A, "history": history, "history_relative": relative,
+            "history_relative_mean": running, "held_out": int(Zh.shape[0]), "checked_on": check_on,
+            "held_out_start": start, "held_out_end": end, "held_out_curve": curve, "dead_parts": dead,
+            "reinitialized": sum(len(d) for _, d in reinit_log), "reinit_log": reinit_log, "seconds": seconds,
+            "warnings": problems, "dtype": str(dtype).replace("torch.", "")}
     return PartsAppearances(A, P, layer, (C, h, w), meta, generator=G)

@@ -1,7 +1,7 @@
 """ReSeFa (Zhu et al., "Region-Based Semantic Factorization in GANs", ICML 2022): latent directions that change a
 region while keeping its background, as the top generalized eigenvectors of ``(fg, bg + tau tr(bg) I)``.
 
-Differences from the official ``compute_direction.py`` (see OFFICIAL.md), all on purpose:
+Differences from the official ``compute_direction.py`` (see docs/official.md), all on purpose:
 
 * symmetric-definite solver (Cholesky + symmetric eigensolver, :func:`lowrankedit.ops.generalized_eigh`) instead
   of the general ``eig(inv(M_back) @ M_fore)``: real eigenvalues by construction, about 5x less work;
@@ -18,6 +18,7 @@ import numbers
 
 import torch
 
+from .. import validation as V
 from ..directions import Directions
 from ..gram import Gram
 from ..ops.generalized_eigh import generalized_eigh, generalized_eigh_woodbury
@@ -34,9 +35,7 @@ _COPY_KEYS = ("latent_space", "generator", "region", "layer")
 def _check_k(k, n, op):
     if k is None:
         return n
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"{op}: expected k to be an int in [1, {n}], got {k!r}")
-    return int(k)
+    return V.integer(k, "k", op, min=1, max=n)
 
 
 def _directions(w, X, k, latent_shape, meta):
@@ -52,23 +51,30 @@ def _meta(base, **extra):
     return meta
 
 
-def resefa(gram, *, tau=1e-3, k=None, route="auto"):
+#: ``tau`` per preset: ``"default"`` regularizes (the paper's Eq. 10; needed on the DCGAN, whose background Gram has
+#: condition 2e4), ``"official"`` is the official script's default (no regularization).
+PRESETS = {"default": {"tau": 1e-3}, "official": {"tau": 0.0}}
+
+
+def resefa(gram, *, tau=None, k=None, route="auto", preset="default"):
     """Directions that edit the region of ``gram`` and leave its background alone (ReSeFa, Eqs. 7-11).
 
     Parameters
     ----------
     gram : lowrankedit.Gram
         ``fg``, ``bg`` ``(D, D)`` (each normalized by its pixel count), ``latent_shape`` with ``prod = D``.
-    tau : float
+    tau : float, optional
         Regularization ``bg + tau tr(bg) I`` (Eq. 10), ``>= 0``; default ``1e-3`` as in the paper.
-        ``tau = 0`` reproduces the official default and raises when ``bg`` is singular.
+        ``tau = 0`` (``preset="official"``) reproduces the official default and raises when ``bg`` is singular.
     k : int, optional
         Number of directions, largest generalized eigenvalue first; default all ``D``.
     route : {"auto", "dense", "topk", "woodbury"}
         "dense": all ``D`` eigenpairs (:func:`lowrankedit.ops.generalized_eigh`). "topk": only the ``k`` leading
-        ones (:func:`lowrankedit.ops.generalized_eigh_topk.generalized_eigh_topk`: one Cholesky, block Krylov
-        through triangular solves). "auto": "topk" when ``k`` is given, ``D >= 512`` and ``k <= D / 16``, else
-        "dense". "woodbury" needs the background as a thin factor: use :func:`resefa_from_factors`.
+        ones (:func:`lowrankedit.ops.generalized_eigh_topk`: one Cholesky, block Krylov through triangular
+        solves). "auto": "topk" when ``k`` is given, ``D >= 512`` and ``k <= D / 16``, else "dense". "woodbury"
+        needs the background as a thin factor: use :func:`resefa_from_factors`.
+    preset : {"default", "official"}
+        Fills ``tau`` when it is ``None`` (see :data:`PRESETS`).
 
     Returns
     -------
@@ -94,6 +100,9 @@ def resefa(gram, *, tau=1e-3, k=None, route="auto"):
     (torch.Size([2, 6]), 'dense')
     """
     op = "resefa"
+    if preset not in PRESETS:
+        raise ValueError(f"{op}: expected preset in {tuple(PRESETS)}, got {preset!r}")
+    tau = PRESETS[preset]["tau"] if tau is None else tau
     if not isinstance(gram, Gram):
         raise TypeError(f"{op}: expected a lowrankedit.Gram, got {type(gram).__name__}; "
                         "for Jacobian factors use lowrankedit.resefa_from_factors(Jf, Jb)")
@@ -109,6 +118,7 @@ def resefa(gram, *, tau=1e-3, k=None, route="auto"):
     k = _check_k(k, D, op)
     if route == "auto":
         route = "topk" if given and D >= TOPK_MIN_DIM and k * TOPK_MAX_FRACTION <= D else "dense"
+    tau = V.real(tau, "tau", op, min=0.0)
     extra = {}
     if route == "topk":
         w, X, info = generalized_eigh_topk(gram.fg, gram.bg, k, tau=tau)
@@ -121,7 +131,7 @@ def resefa(gram, *, tau=1e-3, k=None, route="auto"):
                          "max_residual": float(info["residuals"].max()), "converged": bool(info["converged"])}
     else:
         w, X = generalized_eigh(gram.fg, gram.bg, tau)
-    meta = _meta(gram.meta, tau=float(tau), route=route, k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
+    meta = _meta(gram.meta, tau=float(tau), preset=preset, route=route, k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
                  latent_shape=list(gram.latent_shape), **extra)
     return _directions(w, X, k, gram.latent_shape, meta)
 
@@ -170,21 +180,18 @@ def resefa_from_factors(Jf, Jb, *, tau=1e-3, k=None, route="auto", n_fg=None, n_
     """
     op = "resefa_from_factors"
     for name, t in (("Jf", Jf), ("Jb", Jb)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 2:
-            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{op}: expected {name} of shape (rows, D), got {got}")
+        V.tensor(t, name, op, ndim=2)
     if Jf.shape[1] != Jb.shape[1]:
         raise ValueError(f"{op}: expected Jf and Jb with the same D, got {tuple(Jf.shape)} and {tuple(Jb.shape)}")
     if route not in _ROUTES or route == "topk":
         raise ValueError(f"{op}: expected route in ('auto', 'dense', 'woodbury'), got {route!r}")
     (r, D), m = Jf.shape, Jb.shape[0]
-    latent_shape = (D,) if latent_shape is None else tuple(int(s) for s in latent_shape)
+    latent_shape = (D,) if latent_shape is None else V.shape(latent_shape, "latent_shape", op)
+    tau = V.real(tau, "tau", op, min=0.0)
     if math.prod(latent_shape) != D:
         raise ValueError(f"{op}: latent_shape {latent_shape} does not match D = {D}")
-    n_fg = float(r if n_fg is None else n_fg)
-    n_bg = float(m if n_bg is None else n_bg)
-    if not (n_fg > 0 and n_bg > 0 and math.isfinite(n_fg) and math.isfinite(n_bg)):
-        raise ValueError(f"{op}: expected positive finite n_fg and n_bg, got {n_fg} and {n_bg}")
+    n_fg = V.positive(r if n_fg is None else n_fg, "n_fg", op)
+    n_bg = V.positive(m if n_bg is None else n_bg, "n_bg", op)
     if route == "auto":
         route = "woodbury" if m < D else "dense"
     extra = dict(tau=float(tau), route=route, n_fg=n_fg, n_bg=n_bg, latent_shape=list(latent_shape))

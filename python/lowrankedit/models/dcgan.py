@@ -44,8 +44,11 @@ class DCGAN(nn.Module):
 
     def sample_latents(self, n, seed=0):
         """``(n, 100)`` standard normal codes, reproducible from ``seed`` (drawn on the CPU, then moved)."""
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(int(n), self.nz, generator=g).to(self.device)
+        from .. import validation as V
+
+        n, seed = V.integer(n, "n", "DCGAN.sample_latents", min=0), V.integer(seed, "seed", "DCGAN.sample_latents")
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, self.nz, generator=g).to(self.device)
 
     def _z(self, latents):
         if latents.dim() != 2 or latents.shape[1] != self.nz:
@@ -118,3 +121,16 @@ def dcgan_mouth_region():
     from ..region import Region
 
     return Region.box(42, 20, 14, 24, size=(64, 64), name="mouth")
+
+
+#: Named boxes ``(top, left, height, width)`` on the DCGAN's aligned 64x64 faces (read off the mean of many samples).
+DCGAN_BOXES = {"eyes": (22, 14, 12, 36), "nose": (32, 25, 10, 14), "mouth": (42, 20, 14, 24)}
+
+
+def dcgan_region(name):
+    """A named face region of the DCGAN (``"eyes"``, ``"nose"`` or ``"mouth"``) as a ``Region``."""
+    from ..region import Region
+
+    if name not in DCGAN_BOXES:
+        raise ValueError(f"dcgan_region: expected one of {sorted(DCGAN_BOXES)}, got {name!r}")
+    return Region.box(*DCGAN_BOXES[name], size=(64, 64), name=name)

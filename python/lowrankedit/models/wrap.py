@@ -1,6 +1,8 @@
 """Turn a plain callable generator into one that follows the protocol."""
 import torch
 
+from .. import validation as V
+
 
 class WrappedGenerator:
     """Generator protocol around ``fn(latents) -> images`` and, optionally, ``split(latents, layer) -> features``
@@ -15,7 +17,7 @@ class WrappedGenerator:
         if layers and features is None:
             raise ValueError("wrap: layers were named but no features function was given")
         self._fn = fn
-        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.latent_shape = V.shape(latent_shape, "latent_shape", "wrap")
         self.layers = tuple(layers)
         self._features = features
         self._synthesize_from = synthesize_from
@@ -23,10 +25,11 @@ class WrappedGenerator:
         self.name = name
 
     def sample_latents(self, n, seed=0):
+        n, seed = V.integer(n, "n", "sample_latents", min=0), V.integer(seed, "seed", "sample_latents")
         if self._sampler is not None:
-            return self._sampler(int(n), seed)
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(int(n), *self.latent_shape, generator=g)
+            return self._sampler(n, seed)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, *self.latent_shape, generator=g)
 
     def synthesize(self, latents):
         return self._fn(latents)

@@ -3,7 +3,8 @@
 Two entry points:
 
 * :func:`generalized_eigh` - dense ``A`` and ``B`` ``(..., D, D)``, batched: Cholesky of the regularized ``B``,
-  ``C = L^{-1} A L^{-T}``, a symmetric eigensolver, ``x = L^{-T} y`` (the compiled op ``_C.generalized_eigh``).
+  ``C = L^{-1} A L^{-T}``, a symmetric eigensolver, ``x = L^{-T} y`` (the operator
+  ``torch.ops.lowrankedit.generalized_eigh``).
 * :func:`generalized_eigh_woodbury` - the background given by a thin factor ``Fb (m, D)``, ``m < D``
   (``B = Fb^T Fb``): the paper's Sherman-Morrison-Woodbury route (Eq. 12). Only ``m x m`` (and ``r x r``)
   matrices are ever factored; no ``D x D`` matrix is inverted or Cholesky-factored.
@@ -14,7 +15,8 @@ from typing import NamedTuple
 
 import torch
 
-from .._ext import _C
+from .. import distributed
+from ._interop import as_tensor
 
 
 class GeneralizedEigh(NamedTuple):
@@ -25,18 +27,28 @@ class GeneralizedEigh(NamedTuple):
 
 
 def _tau_value(tau, op):
+    """A Python float from a real number or a one-element tensor (the compiled op checks its value; the Python-only
+    Woodbury route calls :func:`_check_tau`)."""
     if isinstance(tau, torch.Tensor):
         if tau.numel() != 1:
             raise ValueError(f"{op}: expected tau to be a scalar, got a tensor of shape {tuple(tau.shape)}")
         tau = tau.item()
     if not isinstance(tau, numbers.Real) or isinstance(tau, bool):
         raise TypeError(f"{op}: expected tau to be a real number, got {type(tau).__name__}")
-    tau = float(tau)
+    return float(tau)
+
+
+def _check_tau(tau, op):
     if not math.isfinite(tau):
         raise ValueError(f"{op}: expected tau to be finite, got {tau}")
     if tau < 0:
         raise ValueError(f"{op}: expected tau >= 0, got {tau}")
     return tau
+
+
+@torch.library.register_fake("lowrankedit::generalized_eigh")
+def _fake(A, B, tau, unit_norm=True):
+    return A.new_empty(A.shape[:-1]), torch.empty_like(A, memory_format=torch.contiguous_format)
 
 
 def _unit_norm(normalize, op):
@@ -50,9 +62,10 @@ def generalized_eigh(A, B, tau=1e-3, *, normalize="unit"):
 
     Parameters
     ----------
-    A : torch.Tensor
-        ``(..., D, D)`` symmetric (only ``(A + A^T) / 2`` is used), float32 or float64, CPU or CUDA.
-    B : torch.Tensor
+    A : torch.Tensor, numpy.ndarray or __dlpack__ object
+        ``(..., D, D)`` symmetric (only ``(A + A^T) / 2`` is used), float32 or float64, CPU or CUDA, finite
+        (NumPy / DLPack inputs: no copy).
+    B : torch.Tensor, numpy.ndarray or __dlpack__ object
         ``(..., D, D)`` symmetric positive semi-definite, same shape, dtype and device as ``A``.
     tau : float
         Regularization, ``>= 0``: ``B' = (B + B^T) / 2 + tau * tr(B) * I`` (ReSeFa Eq. 10; the paper's
@@ -65,14 +78,17 @@ def generalized_eigh(A, B, tau=1e-3, *, normalize="unit"):
     -------
     GeneralizedEigh
         ``eigenvalues (..., D)`` in descending order and ``eigenvectors (..., D, D)`` with eigenvector ``j``
-        in column ``j``; each column's largest-magnitude entry is positive (a deterministic sign).
+        in column ``j``; each column's largest-magnitude entry is positive (a deterministic sign). torch tensors
+        on ``A``'s device.
 
     Raises
     ------
     RuntimeError
-        ``"not positive definite"`` when ``B'`` is not (the message gives ``tau`` and the batch element).
+        ``"not positive definite"`` when ``B'`` is not: the message gives ``tau``, the batch element and the
+        cause (``tr(B) = 0``, a negative trace, a singular ``B`` with ``tau = 0``, an eigenvalue of ``B`` below
+        ``-tau tr(B)``); also wrong shapes, dtypes and devices.
     ValueError, TypeError
-        Bad ``tau`` or ``normalize``; shape, dtype, device and NaN/Inf errors are ``RuntimeError``.
+        NaN or Inf in ``A`` or ``B``; bad ``tau`` or ``normalize``.
 
     Notes
     -----
@@ -94,14 +110,11 @@ def generalized_eigh(A, B, tau=1e-3, *, normalize="unit"):
     tensor([[1., 0.],
             [0., 1.]], dtype=torch.float64)
     """
+    if distributed.should_shard(A, B):  # under torch.distributed each rank solves a share of the batch
+        return distributed.shard_batched(generalized_eigh, (A, B), tau, normalize=normalize)
     op = "generalized_eigh"
-    for name, t in (("A", A), ("B", B)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
-    tau = _tau_value(tau, op)
-    unit = _unit_norm(normalize, op)
-    with torch.no_grad():
-        w, X = _C.generalized_eigh(A.detach(), B.detach(), tau, unit)
+    A, B = as_tensor(A, op, "A"), as_tensor(B, op, "B")
+    w, X = torch.ops.lowrankedit.generalized_eigh(A.detach(), B.detach(), _tau_value(tau, op), _unit_norm(normalize, op))
     return GeneralizedEigh(w, X)
 
 
@@ -197,7 +210,10 @@ def generalized_eigh_woodbury(Fb, A=None, *, Fa=None, tau=1e-3, k=None, normaliz
     """
     op = "generalized_eigh_woodbury"
     unit = _unit_norm(normalize, op)
-    tau = _tau_value(tau, op)
+    tau = _check_tau(_tau_value(tau, op), op)
+    Fb = as_tensor(Fb, op, "Fb")
+    A = None if A is None else as_tensor(A, op, "A")
+    Fa = None if Fa is None else as_tensor(Fa, op, "Fa")
     if not isinstance(Fb, torch.Tensor) or Fb.dim() != 2:
         got = tuple(Fb.shape) if isinstance(Fb, torch.Tensor) else type(Fb).__name__
         raise ValueError(f"{op}: expected Fb of shape (m, D), got {got}")

@@ -1,7 +1,44 @@
-"""Both Jacobian Grams of a soft region and its complement from one pass over ``J``."""
+"""Both Jacobian Grams of a soft region and its complement from one pass over ``J``:
+``torch.ops.lowrankedit.masked_gram``."""
 import torch
 
-from .._ext import _C
+from ._interop import as_tensor
+
+OP = "lowrankedit::masked_gram"
+
+
+def _acc_dtype(dtype):
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@torch.library.register_fake(OP)
+def _fake(J, w):
+    torch._check(J.dim() == 3, lambda: f"masked_gram: expected J of shape (B, P, D), got {tuple(J.shape)}")
+    B, _, D = J.shape
+    G = J.new_empty((B, D, D), dtype=_acc_dtype(J.dtype))
+    return G, torch.empty_like(G)
+
+
+def _setup_context(ctx, inputs, output):
+    J, w = inputs
+    ctx.save_for_backward(J, w)
+
+
+def _backward(ctx, g_in, g_out):
+    # G = J^T diag(w) J  =>  dJ = diag(w) J (g + g^T), and likewise with 1 - w.
+    J, w = ctx.saved_tensors
+    acc = _acc_dtype(J.dtype)
+    Ja, wa = J.to(acc), w.to(acc)
+    wa = (wa if wa.dim() == 2 else wa.unsqueeze(0)).unsqueeze(-1)  # (B or 1, P, 1)
+    dJ = torch.zeros_like(Ja)
+    if g_in is not None:
+        dJ = dJ + wa * (Ja @ (g_in + g_in.mT).to(acc))
+    if g_out is not None:
+        dJ = dJ + (1 - wa) * (Ja @ (g_out + g_out.mT).to(acc))
+    return dJ.to(J.dtype), None
+
+
+torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
 
 
 def masked_gram(J, w):
@@ -9,18 +46,18 @@ def masked_gram(J, w):
 
     Parameters
     ----------
-    J : torch.Tensor
+    J : torch.Tensor, numpy.ndarray or __dlpack__ object
         ``(B, P, D)``: ``B`` Jacobians of ``P`` rows (pixels) by ``D`` columns (latent entries); float32, float64,
-        float16 or bfloat16; CPU or CUDA; need not be contiguous.
-    w : torch.Tensor
+        float16 or bfloat16; CPU or CUDA; finite; need not be contiguous (NumPy / DLPack inputs: no copy).
+    w : torch.Tensor, numpy.ndarray or __dlpack__ object
         ``(B, P)`` per-batch weights or ``(P,)`` weights shared by the batch, values in ``[0, 1]`` (a soft mask);
         any floating dtype, same device as ``J``.
 
     Returns
     -------
     (G_in, G_out) : tuple of torch.Tensor
-        Each ``(B, D, D)``, exactly symmetric. float64 for float64 ``J``, float32 otherwise (float16/bfloat16 inputs
-        accumulate in float32).
+        Each ``(B, D, D)`` on ``J``'s device, exactly symmetric. float64 for float64 ``J``, float32 otherwise
+        (float16/bfloat16 inputs accumulate in float32). Differentiable in ``J`` (not in ``w``).
 
     Notes
     -----
@@ -29,12 +66,13 @@ def masked_gram(J, w):
     own weights, never as ``J^T J - G_in`` (which loses all accuracy where ``w`` is close to 1). On the CPU each
     Gram is ``A^T A`` over only the rows it weighs, scaled by ``sqrt(w)`` or ``sqrt(1 - w)``: with a region mask
     (0 or 1 almost everywhere) both Grams together cost about one ``J^T J`` product, half the composed baseline's
-    work. The CUDA kernel computes the upper triangles in one pass and mirrors them. Not differentiable.
+    work. The CUDA kernel computes the upper triangles in one pass and mirrors them. The operator is
+    ``torch.ops.lowrankedit.masked_gram(J, w)`` (traces under ``torch.compile`` and ``torch.export``).
 
     Raises
     ------
     ValueError
-        ``w`` contains NaN or values outside ``[0, 1]``.
+        ``J`` or ``w`` contains NaN or Inf, or ``w`` has values outside ``[0, 1]``.
     RuntimeError
         Wrong shapes, dtypes or devices.
 
@@ -51,9 +89,6 @@ def masked_gram(J, w):
     tensor([[[0., 0.],
              [0., 3.]]])
     """
-    if not isinstance(J, torch.Tensor):
-        raise TypeError(f"masked_gram: expected J to be a torch.Tensor, got {type(J).__name__}")
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"masked_gram: expected w to be a torch.Tensor, got {type(w).__name__}")
-    G_in, G_out = _C.masked_gram(J, w)
-    return G_in, G_out
+    J = as_tensor(J, "masked_gram", "J")
+    w = as_tensor(w, "masked_gram", "w")
+    return tuple(torch.ops.lowrankedit.masked_gram(J, w))

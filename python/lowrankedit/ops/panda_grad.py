@@ -1,34 +1,40 @@
 """PandA's factor gradients and its fused block-coordinate step (Oldfield et al., ICLR 2023, Eqs. 3-5, Algorithm 1)."""
-import math
 import numbers
 from collections import namedtuple
 
 import torch
 
-from .._ext import _C
+from ._interop import as_tensor
 
 PandaStep = namedtuple("PandaStep", ["appearances", "parts", "loss", "new_loss", "lr_parts", "lr_appearances"])
 PandaStep.__doc__ = """Result of :func:`panda_step`: the new factors ``A (C, Rc)`` and ``P (S, Rs)``, the loss before and
 after the step (0-dim tensors), and the step sizes used (0.0 where no trial decreased the loss)."""
 
 
-def _check_tensors(op, Z, A, P):
-    for name, t in (("Z", Z), ("A", A), ("P", P)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+def _tensors(op, Z, A, P):
+    return tuple(as_tensor(t, op, name).detach() for name, t in (("Z", Z), ("A", A), ("P", P)))
 
 
 def _lr_value(op, name, lr):
+    """A Python float from a real number or a one-element tensor (its value is checked by the op)."""
     if isinstance(lr, torch.Tensor):
         if lr.numel() != 1:
             raise ValueError(f"{op}: expected {name} to be a scalar, got a tensor of shape {tuple(lr.shape)}")
         lr = lr.item()
     if not isinstance(lr, numbers.Real) or isinstance(lr, bool):
         raise TypeError(f"{op}: expected {name} to be a real number, got {type(lr).__name__}")
-    lr = float(lr)
-    if not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"{op}: expected {name} to be finite and >= 0, got {lr}")
-    return lr
+    return float(lr)
+
+
+@torch.library.register_fake("lowrankedit::panda_grad")
+def _fake_grad(Z, A, P):
+    return torch.empty_like(A), torch.empty_like(P), Z.new_empty(())
+
+
+@torch.library.register_fake("lowrankedit::panda_step")
+def _fake_step(Z, A, P, lr_parts, lr_appearances, line_search=False, max_backtracks=40):
+    lr = torch.empty((), dtype=torch.float64, device="cpu")
+    return torch.empty_like(A), torch.empty_like(P), Z.new_empty(()), Z.new_empty(()), lr, torch.empty_like(lr)
 
 
 def panda_grad(Z, A, P):
@@ -36,9 +42,9 @@ def panda_grad(Z, A, P):
 
     Parameters
     ----------
-    Z : torch.Tensor
+    Z : torch.Tensor, numpy.ndarray or __dlpack__ object
         ``(N, C, S)`` feature maps, each sample's ``(C, S)`` channel-by-space unfolding; float32 or float64, CPU or
-        CUDA.
+        CUDA, finite (as ``A`` and ``P``; NumPy / DLPack inputs: no copy).
     A : torch.Tensor
         ``(C, Rc)`` appearance factors (not assumed orthonormal); same dtype and device as ``Z``.
     P : torch.Tensor
@@ -51,7 +57,7 @@ def panda_grad(Z, A, P):
     grad_P : torch.Tensor
         ``(S, Rs)``, the gradient of the loss in ``P``.
     loss : torch.Tensor
-        0-dim, ``sum_i ||Z_i - A A^T Z_i P P^T||_F^2``.
+        0-dim, ``sum_i ||Z_i - A A^T Z_i P P^T||_F^2``. All three torch tensors on ``Z``'s device.
 
     Notes
     -----
@@ -79,8 +85,7 @@ def panda_grad(Z, A, P):
     >>> bool(torch.isclose(loss, (R ** 2).sum()))
     True
     """
-    _check_tensors("panda_grad", Z, A, P)
-    return tuple(_C.panda_grad(Z.detach(), A.detach(), P.detach()))
+    return tuple(torch.ops.lowrankedit.panda_grad(*_tensors("panda_grad", Z, A, P)))
 
 
 def panda_step(Z, A, P, lr_parts, lr_appearances=None, *, line_search=False, max_backtracks=40):
@@ -128,11 +133,10 @@ def panda_step(Z, A, P, lr_parts, lr_appearances=None, *, line_search=False, max
     >>> bool(out.new_loss <= out.loss), bool((out.parts >= 0).all())
     (True, True)
     """
-    _check_tensors("panda_step", Z, A, P)
     lr_parts = _lr_value("panda_step", "lr_parts", lr_parts)
     lr_appearances = lr_parts if lr_appearances is None else _lr_value("panda_step", "lr_appearances", lr_appearances)
     if not isinstance(max_backtracks, numbers.Integral) or isinstance(max_backtracks, bool):
         raise TypeError(f"panda_step: expected max_backtracks to be an int, got {type(max_backtracks).__name__}")
-    out = _C.panda_step(Z.detach(), A.detach(), P.detach(), lr_parts, lr_appearances, bool(line_search),
-                        int(max_backtracks))
-    return PandaStep(*out)
+    A1, P1, loss, new_loss, lr_P, lr_A = torch.ops.lowrankedit.panda_step(
+        *_tensors("panda_step", Z, A, P), lr_parts, lr_appearances, bool(line_search), int(max_backtracks))
+    return PandaStep(A1, P1, loss, new_loss, float(lr_P), float(lr_A))

@@ -1,37 +1,12 @@
-"""Singular-value thresholding (the proximal operator of ``tau * ||X||_*``), eigen-based for symmetric input."""
-import math
+"""Singular-value thresholding (the proximal operator of ``tau * ||X||_*``), eigen-based for symmetric input:
+``torch.ops.lowrankedit.singular_value_threshold``."""
 import numbers
 
 import torch
 
-from .._ext import _C
+from ._interop import as_tensor
 
-
-def _per_matrix(value, batch_shape, device, op, name, *, positive=False):
-    """A float or tensor -> contiguous float64 tensor ``(B,)`` (one value per matrix), validated."""
-    B = math.prod(batch_shape)
-    if isinstance(value, torch.Tensor):
-        if value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(f"{op}: expected {name} to be real, got dtype {value.dtype}")
-        t = value.detach().to(device=device, dtype=torch.float64)
-        if t.numel() == 1:
-            t = t.reshape(1).expand(B)
-        elif tuple(t.shape) == tuple(batch_shape) or (t.dim() == 1 and t.numel() == B):
-            t = t.reshape(B)
-        else:
-            raise ValueError(f"{op}: expected {name} to be a scalar or of the batch shape {tuple(batch_shape)}, "
-                             f"got a tensor of shape {tuple(value.shape)}")
-    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        t = torch.full((B,), float(value), dtype=torch.float64, device=device)
-    else:
-        raise TypeError(f"{op}: expected {name} to be a real number or a tensor, got {type(value).__name__}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{op}: expected {name} to be finite, got {value}")
-    if positive and not bool((t > 0).all()):
-        raise ValueError(f"{op}: expected {name} > 0, got {value}")
-    if not positive and not bool((t >= 0).all()):
-        raise ValueError(f"{op}: expected {name} >= 0, got {value}")
-    return t.contiguous()
+OP = "lowrankedit::singular_value_threshold"
 
 
 def _symmetric_flag(symmetric, op="singular_value_threshold"):
@@ -42,21 +17,25 @@ def _symmetric_flag(symmetric, op="singular_value_threshold"):
     raise TypeError(f"{op}: expected symmetric to be None, True or False, got {symmetric!r}")
 
 
-SYMMETRY_TOL = 1e3  # max |X - X^T| <= SYMMETRY_TOL * eps * max |X| counts as symmetric (symmetric=None)
+def _per_matrix(value, op, name):
+    """A real number or a tensor -> a tensor (the op checks its shape and values)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float64)
+    raise TypeError(f"{op}: expected {name} to be a real number or a tensor, got {type(value).__name__}")
 
 
-def _symmetric_to_rounding(X):
-    """``(X_sym, flag)`` for ``symmetric=None``: ``flag = 1`` when the square matrices ``X (..., n, n)`` are
-    symmetric to rounding (``max |X - X^T| <= 1000 eps max |X|``, as Grams made by a GEMM are, which are rarely
-    bitwise symmetric), and then ``X_sym = (X + X^T) / 2``; otherwise ``(X, 0)``."""
-    if X.dim() < 2 or X.shape[-1] != X.shape[-2]:
-        return X, 0
-    if X.numel() == 0:
-        return X, 1
-    asym = (X - X.mT).abs().amax()
-    if not bool(asym <= SYMMETRY_TOL * torch.finfo(X.dtype).eps * X.abs().amax()):
-        return X, 0
-    return (X + X.mT) * 0.5 if bool(asym > 0) else X, 1
+@torch.library.register_fake(OP)
+def _fake(X, tau, symmetric=-1):
+    return torch.empty_like(X, memory_format=torch.contiguous_format), X.new_empty(X.shape[:-2], dtype=torch.int64)
+
+
+@torch.library.register_fake("lowrankedit::_svt_krylov")
+def _fake_krylov(A, tau, W=None, steps=3, seed=0):
+    p = torch.library.get_ctx().new_dynamic_size(min=2)  # max(rank) + 2 columns: known after the run
+    return (torch.empty_like(A, memory_format=torch.contiguous_format), A.new_empty(A.shape[:1], dtype=torch.int64),
+            A.new_empty((A.shape[0], A.shape[1], p)))
 
 
 def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
@@ -64,8 +43,8 @@ def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
 
     Parameters
     ----------
-    X : torch.Tensor
-        ``(..., m, n)`` float32 or float64, CPU or CUDA, finite.
+    X : torch.Tensor, numpy.ndarray or __dlpack__ object
+        ``(..., m, n)`` float32 or float64, CPU or CUDA, finite (NumPy / DLPack inputs: no copy).
     tau : float or torch.Tensor
         Threshold ``>= 0``: one value, or one per matrix (shape ``X.shape[:-2]``).
     symmetric : bool or None
@@ -79,7 +58,12 @@ def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
     Returns
     -------
     torch.Tensor
-        ``(..., m, n)``, same dtype as ``X`` (and the rank when ``return_rank``).
+        ``(..., m, n)``, same dtype and device as ``X`` (and the rank when ``return_rank``). Not differentiable.
+
+    Raises
+    ------
+    ValueError
+        ``X`` contains NaN or Inf, ``tau`` is negative, not finite or of the wrong shape.
 
     Notes
     -----
@@ -98,13 +82,7 @@ def singular_value_threshold(X, tau, *, symmetric=None, return_rank=False):
             [ 0.0000,  0.0000, -0.5000]])
     """
     op = "singular_value_threshold"
-    if not isinstance(X, torch.Tensor):
-        raise TypeError(f"{op}: expected X to be a torch.Tensor, got {type(X).__name__}")
-    if X.dim() < 2:
-        raise ValueError(f"{op}: expected X of shape (..., m, n), got {tuple(X.shape)}")
-    t = _per_matrix(tau, X.shape[:-2], X.device, op, "tau")
-    X, flag = X.detach(), _symmetric_flag(symmetric)
-    if flag == -1 and X.is_floating_point():  # (other dtypes, and NaN/Inf, which never pass, meet the kernel's checks)
-        X, flag = _symmetric_to_rounding(X)
-    Y, rank = _C.singular_value_threshold(X, t, flag, True)
+    X = as_tensor(X, op, "X")
+    Y, rank = torch.ops.lowrankedit.singular_value_threshold(X.detach(), _per_matrix(tau, op, "tau"),
+                                                             _symmetric_flag(symmetric))
     return (Y, rank) if return_rank else Y

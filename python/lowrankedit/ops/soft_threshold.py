@@ -1,39 +1,41 @@
-"""Elementwise shrinkage (the proximal operator of ``tau * ||X||_1``)."""
-import math
+"""Elementwise shrinkage (the proximal operator of ``tau * ||X||_1``): ``torch.ops.lowrankedit.soft_threshold``."""
 import numbers
 
 import torch
 
-from .._ext import _C
+from ._interop import as_tensor
+
+OP = "lowrankedit::soft_threshold"
 
 
 def _tau_value(tau, op="soft_threshold"):
+    """A Python float from a real number or a one-element tensor (its value is checked by the op)."""
     if isinstance(tau, torch.Tensor):
         if tau.numel() != 1:
             raise ValueError(f"{op}: expected tau to be a scalar, got a tensor of shape {tuple(tau.shape)}")
         tau = tau.item()
-    if not isinstance(tau, numbers.Real):
+    if not isinstance(tau, numbers.Real) or isinstance(tau, bool):
         raise TypeError(f"{op}: expected tau to be a real number, got {type(tau).__name__}")
-    tau = float(tau)
-    if math.isnan(tau) or math.isinf(tau):
-        raise ValueError(f"{op}: expected tau to be finite, got {tau}")
-    if tau < 0:
-        raise ValueError(f"{op}: expected tau >= 0, got {tau}")
-    return tau
+    return float(tau)
 
 
-class _SoftThreshold(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, X, tau):
-        Y = _C.soft_threshold(X, tau)
-        ctx.save_for_backward(X)
-        ctx.tau = tau
-        return Y
+@torch.library.register_fake(OP)
+def _fake(X, tau):
+    return torch.empty_like(X, memory_format=torch.contiguous_format)
 
-    @staticmethod
-    def backward(ctx, grad):
-        (X,) = ctx.saved_tensors
-        return grad * (X.abs() > ctx.tau).to(grad.dtype), None
+
+def _setup_context(ctx, inputs, output):
+    X, tau = inputs
+    ctx.save_for_backward(X)
+    ctx.tau = tau
+
+
+def _backward(ctx, grad):
+    (X,) = ctx.saved_tensors
+    return grad * (X.abs() > ctx.tau).to(grad.dtype), None
+
+
+torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
 
 
 def soft_threshold(X, tau):
@@ -41,19 +43,26 @@ def soft_threshold(X, tau):
 
     Parameters
     ----------
-    X : torch.Tensor
-        Any shape, float32/float64/float16/bfloat16, CPU or CUDA; need not be contiguous.
+    X : torch.Tensor, numpy.ndarray or __dlpack__ object
+        Any shape, float32/float64/float16/bfloat16, CPU or CUDA, finite; need not be contiguous. NumPy and DLPack
+        inputs are viewed as tensors without a copy.
     tau : float or 0-d tensor
         Threshold, finite and ``>= 0``.
 
     Returns
     -------
     torch.Tensor
-        Same shape and dtype as ``X`` (contiguous). Differentiable in ``X``.
+        Same shape and dtype as ``X`` (contiguous), on ``X``'s device. Differentiable in ``X``.
+
+    Raises
+    ------
+    ValueError
+        ``X`` contains NaN or Inf (the message says which), ``tau`` is negative or not finite.
 
     Notes
     -----
-    The proximal operator of ``tau * ||X||_1``; the sparse-part update of robust PCA. NaN entries stay NaN.
+    The proximal operator of ``tau * ||X||_1``; the sparse-part update of robust PCA. The operator is
+    ``torch.ops.lowrankedit.soft_threshold(X, tau)``: it traces under ``torch.compile`` and ``torch.export``.
 
     Examples
     --------
@@ -62,9 +71,5 @@ def soft_threshold(X, tau):
     >>> soft_threshold(torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0]), 1.0)
     tensor([-1., -0., 0., 0., 2.])
     """
-    if not isinstance(X, torch.Tensor):
-        raise TypeError(f"soft_threshold: expected X to be a torch.Tensor, got {type(X).__name__}")
-    tau = _tau_value(tau)
-    if X.requires_grad and torch.is_grad_enabled():
-        return _SoftThreshold.apply(X, tau)
-    return _C.soft_threshold(X, tau)
+    X = as_tensor(X, "soft_threshold", "X")
+    return torch.ops.lowrankedit.soft_threshold(X, _tau_value(tau))
