@@ -3,16 +3,6 @@
 // facts and the one callback-taking entry (rpca's progress bar), which a dispatcher schema cannot express.
 #include <torch/extension.h>
 
-void bind_soft_threshold(pybind11::module_& m);
-void bind_panda_grad(pybind11::module_& m);
-void bind_generalized_eigh(pybind11::module_& m);
-void bind_singular_value_threshold(pybind11::module_& m);
-void bind_rpca_step(pybind11::module_& m);
-void bind_masked_gram(pybind11::module_& m);
-void bind_rpca_iterate(pybind11::module_& m);
-void bind_generalized_eigh_topk(pybind11::module_& m);
-void bind_rpca_ialm(pybind11::module_& m);
-// [ops: declarations]
 #include "registration.h"
 
 void bind_rpca_progress(pybind11::module_& m);
@@ -39,15 +29,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("openmp") = false;
 #endif
-  bind_soft_threshold(m);
-  bind_panda_grad(m);
-  bind_generalized_eigh(m);
-  bind_singular_value_threshold(m);
-  bind_rpca_step(m);
-  bind_masked_gram(m);
-  bind_rpca_iterate(m);
-  bind_generalized_eigh_topk(m);
-  bind_rpca_ialm(m);
-  // [ops: bindings]
   bind_rpca_progress(m);
 }

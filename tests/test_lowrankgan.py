@@ -128,3 +128,15 @@ def test_dcgan_top_projected_direction_agrees_with_official(dcgan_case):
     _, ref, ours = dcgan_case
     cos = float((ours.vectors[0].double() @ ref["directions"][0]).abs())
     assert cos >= 0.99, f"|cos| of the top projected directions = {cos:.4f}"
+
+
+def test_partial_method_passes_through():
+    """method="partial" reaches lowrankedit.ops.rpca's partial-SVT solver and gives the default route's answer."""
+    gram = synthetic_gram()
+    dirs = le.lowrankgan(gram, lamb=1.0, method="partial", tol=1e-9)
+    ref = le.lowrankgan(gram, lamb=1.0, tol=1e-9)
+    meta = dirs.meta
+    assert meta["params"]["rpca_method"] == "partial" and meta["rpca"]["method"] == "partial"
+    assert (meta["rank_f"], meta["rank_b"], meta["null_dim"]) == (ref.meta["rank_f"], ref.meta["rank_b"], 3)
+    assert torch.allclose((dirs.vectors @ ref.vectors.T).abs().diagonal(), torch.ones(len(dirs), dtype=torch.float64),
+                          atol=1e-6)

@@ -77,10 +77,10 @@ def test_zero_matrix():
         (torch.ones(4, 4, dtype=torch.int32), {}, TypeError, "float32 or float64"),
         (torch.tensor([[1.0, 2.0], [0.0, 1.0]]), {}, ValueError, "expected a symmetric M"),
         (torch.full((3, 3), float("inf")), {}, ValueError, "finite"),
-        (torch.eye(3), {"lamb": -1.0}, ValueError, "expected lamb > 0"),
-        (torch.eye(3), {"mu0": 0.0}, ValueError, "expected mu0 > 0"),
+        (torch.eye(3), {"lamb": -1.0}, ValueError, "expected lamb to be a finite number > 0"),
+        (torch.eye(3), {"mu0": 0.0}, ValueError, "expected mu0 to be a finite number > 0"),
         (torch.eye(3), {"rho": 0.5}, ValueError, "expected rho >= 1"),
-        (torch.eye(3), {"max_iter": 0}, ValueError, "expected max_iter to be an int >= 1"),
+        (torch.eye(3), {"max_iter": 0}, ValueError, "expected max_iter >= 1, got 0"),
         (torch.eye(3), {"svt_tol": 0.0}, ValueError, "expected svt_tol > 0"),
     ],
 )
