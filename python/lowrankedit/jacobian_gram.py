@@ -433,7 +433,10 @@ def _check_chunk(chunk, D, R, elem):
 
 
 def _check_max_memory(max_memory):
-    return V.positive(max_memory, "max_memory", "jacobian_gram")
+    limit = V.positive(max_memory, "max_memory", "jacobian_gram")
+    if not limit.is_integer():
+        raise V.ArgumentError(f"jacobian_gram: expected max_memory to be a whole number of bytes, got {max_memory!r}")
+    return int(limit)
 
 
 def _bar(total, desc, progress):
