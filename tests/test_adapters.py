@@ -264,3 +264,32 @@ def test_use_reference_ops():
 def test_load_nvlabs_pickle_needs_trust(tmp_path):
     with pytest.raises(PermissionError, match="runs the code inside the pickle"):
         le.models.load_nvlabs_pickle(tmp_path / "network.pkl")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_from_checkpoint_rebuilds_the_generator_from_its_weights(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    G = le.models.stylegan2(16, channel_base=128, channel_max=16, w_dim=8, num_mapping=2, seed=3)
+    path = tmp_path / f"g{suffix}"
+    sd = {k: v.contiguous() for k, v in G.state_dict().items()}
+    save_file(sd, str(path)) if suffix == ".safetensors" else torch.save({"G_ema": sd}, path)
+    H = le.models.from_checkpoint(path, space="wplus")
+    assert (H.num_ws, H.w_dim) == (G.num_ws, G.w_dim)
+    ws = G.sample_latents(2, seed=1)
+    torch.testing.assert_close(H.synthesize(ws), G.synthesize(ws), rtol=0, atol=0)
+
+
+def test_from_checkpoint_refuses_pickles_and_foreign_files(tmp_path):
+    (tmp_path / "net.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ValueError, match="network pickle, which runs its own code"):
+        le.models.from_checkpoint(tmp_path / "net.pkl")
+    torch.save({"g_ema": {"x": torch.zeros(1)}}, tmp_path / "ros.pt")
+    with pytest.raises(ValueError, match="rosinality checkpoint"):
+        le.models.from_checkpoint(tmp_path / "ros.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a StyleGAN2 state dict"):
+        le.models.from_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable weights file"):
+        le.models.from_checkpoint(tmp_path / "junk.pt")

@@ -52,7 +52,7 @@ def test_edit_moves_image(dcgan):
     assert out.shape == (2, 2, 3, 64, 64)
     torch.testing.assert_close(out[:, 0], dcgan.synthesize(z))
     assert (out[:, 1] - out[:, 0]).abs().mean() > 1e-3
-    with pytest.raises(ValueError, match=r"expected direction of shape \(100,\), got \(5,\)"):
+    with pytest.raises(ValueError, match=r"expected a direction of shape \(100,\), got \(5,\)"):
         le.edit(dcgan, z, torch.ones(5), [1.0])
 
 

@@ -47,7 +47,7 @@ def test_edit_with_orthogonal_to(dcgan):
 @pytest.mark.parametrize("direction, alphas, match", [
     (torch.eye(100)[:2], [1.0, 2.0], r"expected alphas of shape \(k, 2\)"),
     (torch.eye(100)[0], torch.ones(3, 2), r"expected alphas of shape \(k,\) or \(2, k\)"),
-    (torch.ones(5), [1.0], r"expected direction of shape \(100,\), got \(5,\)"),
+    (torch.ones(5), [1.0], r"expected a direction of shape \(100,\), got \(5,\)"),
 ])
 def test_bad_edit_input(dcgan, direction, alphas, match):
     with pytest.raises(ValueError, match=match):

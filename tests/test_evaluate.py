@@ -85,7 +85,7 @@ def test_results_round_trip_in_the_file_format(dcgan, eyes, tmp_path):
     with pytest.raises(ValueError, match="holds a 'evaluation' file, not 'directions'"):
         le.fileformat.load(path, "directions")
     (tmp_path / "junk").write_bytes(b"not a file of ours")
-    with pytest.raises(ValueError, match="is not a lowrankedit file"):
+    with pytest.raises(ValueError, match="not a lowrankedit"):
         le.Evaluation.load(tmp_path / "junk")
 
 

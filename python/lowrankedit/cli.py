@@ -88,7 +88,7 @@ def generator(spec, space=None, device="cpu"):
         raise UsageError(f"--generator {spec}: loading a checkpoint needs the adapters "
                          "(lowrankedit.models.from_checkpoint), not in this installation; use --generator dcgan")
     try:
-        return load(spec, space=space, device=device)
+        return load(spec, space=space or "wplus", device=device)
     except (ValueError, TypeError, KeyError, OSError) as exc:
         raise UsageError(f"--generator {spec}: not a checkpoint the adapters can read ({exc})") from None
 

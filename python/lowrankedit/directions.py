@@ -189,7 +189,7 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
     >>> le.edit(G, z, d[0], [-1.0, 1.0]).shape, le.edit(G, z, d, [[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]).shape
     (torch.Size([2, 2, 3, 64, 64]), torch.Size([2, 3, 3, 64, 64]))
     """
-    from .models.latent_space import apply_direction, direction_shapes
+    from .models.latent_space import apply_direction, describe_direction_shapes, direction_shapes
     from .models.protocol import check_generator
 
     who = "edit"
@@ -204,9 +204,11 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
     V.tensor(vecs, "direction", who)
     # a Directions says by its length whether it is a chain; a tensor by its shape (one direction's shape wins)
     chain = len(direction) > 1 if isinstance(direction, Directions) else tuple(vecs.shape) not in singles
+    if isinstance(direction, Directions) and not chain:
+        vecs = vecs[0]
     if chain and tuple(vecs.shape[1:]) not in singles:
-        want = " or ".join(str(s) for s in singles)
-        raise ValueError(f"edit: expected direction of shape {want}, got {tuple(vecs.shape)} (a chain of m "
+        raise ValueError(f"edit: expected a direction of shape {describe_direction_shapes(G)}, got "
+                         f"{tuple(vecs.shape)} (a chain of m "
                          f"directions: (m, *shape))")
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"edit: expected latents to be a torch.Tensor, got {type(latents).__name__}")
@@ -214,14 +216,21 @@ def edit(G, latents, direction, alphas, *, orthogonal_to=None, force=False):
     if orthogonal_to is not None:
         vecs = torch.stack([orthogonalize(v, orthogonal_to) for v in vecs])
     n, m = latents.shape[0], vecs.shape[0]
+    if isinstance(alphas, torch.Tensor):
+        V.tensor(alphas, "alphas", who)
     a = torch.as_tensor(alphas, dtype=latents.dtype, device=latents.device)
+    bad = (~torch.isfinite(a)).nonzero()
+    if len(bad):
+        where = "".join(f"[{int(i)}]" for i in bad[0])
+        raise ValueError(f"{who}: expected alphas{where} to be a finite number, got {float(a[tuple(bad[0])])}")
     if not chain:
         a = a[..., None]                                                              # one direction: m = 1
+    if isinstance(direction, Directions) and chain and a.dim() < 2:
+        raise ValueError(f"edit: got a Directions of length {m} and alphas {tuple(a.shape)}; index it for one "
+                         f"direction, or pass alphas of shape (k, {m}) to chain them")
     if a.dim() == 2:
         a = a.expand(n, *a.shape)
     if a.dim() != 3 or a.shape[0] != n or a.shape[2] != m:
         want = f"(k,) or ({n}, k)" if not chain else f"(k, {m}) or ({n}, k, {m})"
         raise ValueError(f"edit: expected alphas of shape {want}, got {tuple(torch.as_tensor(alphas).shape)}")
-    if not torch.isfinite(a).all():
-        raise ValueError("edit: alphas contain NaN or Inf")
     return apply_direction(G, latents, vecs, a)  # the latent-space rule (W on W+, layers) lives there

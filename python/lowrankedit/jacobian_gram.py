@@ -214,7 +214,11 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
                         J[:, k0:k0 + cols.shape[0]] = cols[:, r0:r1].mT
                         del cols
                         bar.update(1)
-                    G_in, G_out = masked_gram(J[None], w_rows[r0:r1])
+                    try:  # the op refuses NaN / Inf in J: say what that means for the caller's generator
+                        G_in, G_out = masked_gram(J[None], w_rows[r0:r1])
+                    except ValueError as exc:
+                        raise ValueError(f"jacobian_gram: expected G's derivatives at latent {i} to be finite (its "
+                                         f"images or their derivatives are NaN or Inf there): {exc}") from None
                     del J
                     fg += G_in[0].double() / n_fg
                     bg += G_out[0].double() / n_bg

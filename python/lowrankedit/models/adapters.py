@@ -205,5 +205,69 @@ def load_nvlabs_pickle(path, *, trusted=False, key="G_ema", device="cpu"):
         return legacy.load_network_pkl(f)[key].to(device)
 
 
-__all__ = ["NVlabsGenerator", "RosinalityGenerator", "from_nvlabs", "from_rosinality", "use_reference_ops",
+
+
+
+def _infer_stylegan2(sd, who):
+    """``stylegan2(...)`` arguments that reproduce the tensor shapes of an NVlabs-named state dict."""
+    res = sorted(int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.b") and k.endswith(".torgb.weight"))
+    fcs = sorted(int(k.split(".")[1][2:]) for k in sd if k.startswith("mapping.fc") and k.endswith(".weight"))
+    if not res or not fcs or "synthesis.b4.const" not in sd:
+        raise ValueError(f"{who}: not a StyleGAN2 state dict under NVlabs' names (mapping.fc*, synthesis.b4.const, "
+                         "synthesis.b*.torgb)")
+    R, w_dim = res[-1], int(sd[f"mapping.fc{fcs[-1]}.weight"].shape[0])
+    if int(sd["mapping.fc0.weight"].shape[1]) != w_dim:
+        raise ValueError(f"{who}: z_dim {int(sd['mapping.fc0.weight'].shape[1])} != w_dim {w_dim}; this "
+                         "architecture has z_dim == w_dim")
+    channel_max = int(sd["synthesis.b4.const"].shape[0])
+    channels = {r: int(sd[f"synthesis.b{r}.torgb.weight"].shape[1]) for r in res}
+    channel_base = channels[R] * R  # NVlabs: channels(r) = min(channel_base // r, channel_max)
+    if any(min(channel_base // r, channel_max) != c for r, c in channels.items()):
+        raise ValueError(f"{who}: channels per resolution {channels} follow no min(channel_base // r, channel_max) "
+                         "rule")
+    return dict(resolution=R, channel_base=channel_base, channel_max=channel_max, w_dim=w_dim,
+                num_mapping=len(fcs))
+
+
+def from_checkpoint(path, *, space="wplus", layers=None, device="cpu"):
+    """A StyleGAN2 generator from a checkpoint file of weights: an NVlabs-named state dict (``G_ema.state_dict()``)
+    saved with ``torch.save`` (``.pt``/``.pth``, optionally under a ``"G_ema"`` key) or as ``.safetensors``.
+
+    Loading runs no code from the file (``torch.load(weights_only=True)`` or safetensors). A network pickle
+    (``.pkl``) runs its own code when loaded, so it is refused here: load one you trust with
+    :func:`load_nvlabs_pickle` and wrap it with :func:`from_nvlabs`. A rosinality checkpoint (``"g_ema"``) needs
+    rosinality's ``Generator`` class: build it, load the state dict, and wrap it with :func:`from_rosinality`.
+    """
+    from .stylegan2 import stylegan2
+
+    who, path = "from_checkpoint", str(path)
+    if path.endswith(".pkl"):
+        raise ValueError(f"{who}: {path} is a network pickle, which runs its own code when loaded; for a file you "
+                         "trust use models.load_nvlabs_pickle(path, trusted=True) and models.from_nvlabs(G)")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file gets the same one-line answer
+        raise ValueError(f"{who}: {path} is not a readable weights file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(sd, dict) and "g_ema" in sd:
+        raise ValueError(f"{who}: {path} is a rosinality checkpoint; build rosinality's Generator, load "
+                         "ckpt['g_ema'] into it and wrap it with models.from_rosinality(g)")
+    if isinstance(sd, dict) and isinstance(sd.get("G_ema"), dict):
+        sd = sd["G_ema"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{who}: {path} holds no state dict of tensors")
+    G = stylegan2(space=space, layers=layers, **_infer_stylegan2(sd, f"{who}: {path}"))
+    try:
+        G.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise ValueError(f"{who}: {path} does not fit the StyleGAN2 it describes: {str(exc).splitlines()[0]}") from None
+    return G.to(device)
+
+
+__all__ = ["NVlabsGenerator", "RosinalityGenerator", "from_nvlabs", "from_rosinality", "from_checkpoint", "use_reference_ops",
            "load_nvlabs_pickle"]

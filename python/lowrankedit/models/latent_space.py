@@ -188,10 +188,15 @@ def _direction_space(G, direction, who):
         return "w"
     if shape == G.ws_shape:
         return "wplus"
-    expected = {"z": f"({G.z_dim},) in Z", "w": f"({G.w_dim},) in W", "wplus": f"({G.num_ws}, {G.w_dim}) in W+"}
-    allowed = [expected["z"]] if G.space == "z" else []
-    allowed += [expected["w"], expected["wplus"]]
-    raise ValueError(f"{who}: expected a direction of shape {' or '.join(allowed)}, got {shape}")
+    raise ValueError(f"{who}: expected a direction of shape {describe_direction_shapes(G)}, got {shape}")
+
+
+def describe_direction_shapes(G):
+    """:func:`direction_shapes` in words, e.g. ``"(512,) in W or (14, 512) in W+"``."""
+    if not isinstance(G, StyleGANSpace):
+        return " or ".join(str(s) for s in direction_shapes(G))
+    allowed = [f"({G.z_dim},) in Z"] if G.space == "z" else []
+    return " or ".join(allowed + [f"({G.w_dim},) in W", f"({G.num_ws}, {G.w_dim}) in W+"])
 
 
 def direction_offset(G, direction, code_space, who="apply_direction"):
