@@ -128,3 +128,21 @@ def test_dcgan_top_projected_direction_agrees_with_official(dcgan_case):
     _, ref, ours = dcgan_case
     cos = float((ours.vectors[0].double() @ ref["directions"][0]).abs())
     assert cos >= 0.99, f"|cos| of the top projected directions = {cos:.4f}"
+
+
+def test_partial_method_passes_through():
+    """method="partial" reaches lowrankedit.ops.rpca's partial-SVT solver and gives the default route's answer."""
+    import test_rpca
+
+    # PSD: the planted low-rank parts plus a sparse positive diagonal
+    fg, bg = (test_rpca.planted(60, seed=s)[1] + torch.diag((torch.arange(60) % 9 == s).double() * 3) for s in (2, 3))
+    gram = le.Gram(fg, bg, 100, 100, (60,), {"method": "synthetic"})
+    dirs = le.lowrankgan(gram, lamb=0.15, method="partial")
+    ref = le.lowrankgan(gram, lamb=0.15)
+    meta = dirs.meta
+    assert meta["params"]["rpca_method"] == "partial" and meta["rpca"]["method"] == "partial"
+    assert (meta["rank_f"], meta["rank_b"], meta["null_dim"]) == (ref.meta["rank_f"], ref.meta["rank_b"],
+                                                                   ref.meta["null_dim"])
+    assert len(dirs) == len(ref) >= 1
+    cos = (dirs.vectors @ ref.vectors.T).abs().diagonal()
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5), cos

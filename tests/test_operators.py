@@ -51,6 +51,9 @@ def _cases(dtype, device):
                         torch.full((B,), 0.3, **f64), torch.ones(B, **f64),
                         torch.ones(B, dtype=torch.bool, device=device), torch.ones(B, **f64)), {}),
         "rpca": ((_psd(n, dtype, device, (B,), rank=2),), {"max_iter": 30}),
+        "generalized_eigh_topk": ((_psd(16, dtype, device, seed=4), _psd(16, dtype, device, seed=5), 2),
+                                  {"tol": 1e-5, "max_restarts": 20}),
+        "rpca_ialm": ((_psd(12, dtype, device, rank=2),), {"max_iter": 30}),
     }
 
 

@@ -102,3 +102,16 @@ def test_errors(dcgan_gram):
         resefa_from_factors(Jf, Jb[:, :5])
     with pytest.raises(ValueError, match="latent_shape"):
         resefa_from_factors(Jf, Jb, latent_shape=(7,))
+
+
+def test_topk_route_on_a_large_gram_matches_dense():
+    from lowrankedit.testing import synthetic_gram_pair
+
+    fg, bg = synthetic_gram_pair(576, fg_rows=64, bg_rows=300, seed=9)
+    gram = lowrankedit.Gram(fg, bg, 1.0, 1.0)
+    top = resefa(gram, k=10)  # auto: D >= 512 and k <= D / 16
+    dense = resefa(gram, k=10, route="dense")
+    assert top.meta["route"] == "topk" and dense.meta["route"] == "dense" and top.meta["topk"]["converged"]
+    cos = (top.vectors * dense.vectors).sum(1).abs()
+    assert bool((cos >= 0.9999).all()), cos
+    assert torch.allclose(top.scores, dense.scores, rtol=1e-8)

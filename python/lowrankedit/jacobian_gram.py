@@ -18,9 +18,12 @@ from .models.protocol import check_generator, fingerprint, latent_space
 from .ops.masked_gram import masked_gram
 from .region import Region
 
-MODES = ("auto", "forward", "double_vjp", "matrix_free")
-#: ``max_memory`` used when none is given: larger Jacobians make ``mode="auto"`` go matrix-free.
-DEFAULT_MAX_MEMORY = 2 << 30
+MODES = ("auto", "forward", "row_blocks", "double_vjp", "matrix_free")
+#: ``max_memory`` used when none is given: the bound on the bytes any step may hold (the D = 9216 target is 4 GiB).
+DEFAULT_MAX_MEMORY = 4 << 30
+#: ``mode="auto"``: row blocks (one forward pass over all tangents per block) up to this many passes; beyond it the
+#: matrix-free route (one forward and two reverse passes' work) is cheaper.
+MAX_ROW_PASSES = 2
 #: Bytes of Jacobian columns (one chunk of tangents' outputs) the default ``chunk`` aims for.
 CHUNK_BYTES = 64 << 20
 #: Most tangents per chunk by default (each tangent also carries its own activations through the generator).
@@ -47,15 +50,20 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         Average the channels (one row per pixel, as LowRankGAN) or keep them (one row per pixel and channel).
     chunk : int, optional
         Tangents per batched product; default: as many as keep a chunk's output near 64 MiB, at most 128.
-    mode : {"auto", "forward", "double_vjp", "matrix_free"}
+    mode : {"auto", "forward", "row_blocks", "double_vjp", "matrix_free"}
         ``"forward"``: Jacobian columns by forward-mode products, then :func:`~lowrankedit.ops.masked_gram`.
+        ``"row_blocks"``: the same, holding only a block of the Jacobian's rows at a time (one pass over all
+        tangents per block), the Grams accumulated block by block.
         ``"double_vjp"``: the same columns from two reverse passes (the JVP of the linear map ``u -> J^T u``), for
         modules without forward-mode support (custom autograd functions). ``"matrix_free"``: Gram columns
-        ``G e_k = J^T (w * (J e_k))`` per chunk, never holding ``J``. ``"auto"``: forward, unless forward mode fails
-        (then double_vjp) or the Jacobian would exceed ``max_memory`` (then matrix_free); the choice and its reason
-        are recorded in ``Gram.meta``.
+        ``G e_k = J^T (w * (J e_k))`` per chunk, never holding ``J``. ``"auto"``: the first of forward, row_blocks
+        (up to ``MAX_ROW_PASSES`` passes) and matrix_free whose step fits ``max_memory``; double_vjp where forward
+        mode fails. The choice and its reason are recorded in ``Gram.meta``.
     max_memory : int, optional
-        Bytes the ``(rows, D)`` Jacobian may take in ``"auto"`` mode (default 2 GiB).
+        Bytes any step may hold (default 4 GiB): the Jacobian (or its row block), one chunk's tangents, outputs
+        and activations (measured on a 2-tangent probe), and the Gram accumulators. The chunk is shrunk to fit;
+        a plan that cannot fit even with one tangent per chunk raises ``MemoryError`` before anything large is
+        allocated.
     progress : bool
         Show a tqdm bar over chunks.
 
@@ -64,7 +72,10 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     lowrankedit.Gram
         ``fg``, ``bg`` ``(D, D)`` symmetric, in the generator's dtype (float32 for a float32 generator); ``n_fg``,
         ``n_bg`` the (soft) row counts of one image; ``meta`` with ``mode``, ``mode_reason``, ``jvp``, ``chunk``,
-        ``rows``, ``image_size``, ``size``, ``fuse_channels``, ``n_images``, ``region``, ``generator``, ``seconds``.
+        ``rows``, ``image_size``, ``size``, ``fuse_channels``, ``n_images``, ``region``, ``generator``, ``seconds``,
+        ``max_memory``, ``planned_bytes`` (the step bound the plan met), ``peak_bytes`` (measured: the CUDA
+        allocator's peak, or the process's peak resident memory on the CPU, above the level at the start; ``None``
+        where it cannot be measured), ``peak_measured_by``, ``row_passes``, ``activation_bytes_per_tangent``.
 
     Notes
     -----
@@ -125,57 +136,96 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
                          f"differentiated size {h}x{w}")
     R = m.numel()
     elem = torch.empty((), dtype=dtype).element_size()
-    chunk = _check_chunk(chunk, D, R, elem)
-    jac_bytes = R * D * elem
     limit = DEFAULT_MAX_MEMORY if max_memory is None else _check_max_memory(max_memory)
+    user_chunk = chunk is not None
+    chunk = _check_chunk(chunk, D, R, elem)
 
-    # Pick the route.
+    # Forward mode available? (and the activation bytes one tangent carries, measured on a 2-tangent probe)
+    jvp = "double_vjp" if mode == "double_vjp" else "forward"
+    note = None
+    err = _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)
+    if err is not None:
+        if mode in ("forward", "row_blocks"):
+            raise err
+        jvp = "double_vjp"
+        note = f"forward mode failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); JVPs from two VJPs"
+        _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)
+    # measured on a second, warm call: the first one's lazy imports and thread pools are not per-tangent memory
+    with _PeakMemory(device) as probe_peak:
+        _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)
+    act = max(R * elem, (probe_peak.bytes or 0) // min(D, 2))
+
+    # Pick the route and the chunk: the first route whose step fits the bound.
     if mode == "auto":
-        if jac_bytes > limit:
-            route, reason = "matrix_free", (f"the ({R}, {D}) Jacobian needs {jac_bytes} bytes > max_memory={limit}")
-        else:
-            route, reason = "forward", "forward-mode products supported"
-        jvp = "forward"
+        candidates = ["forward"] + [("row_blocks", p) for p in range(2, MAX_ROW_PASSES + 1)] + ["matrix_free"]
+    elif mode == "row_blocks":
+        candidates = [("row_blocks", p) for p in range(2, -(-R * D * elem // max(1, limit)) + 2)] or [("row_blocks", 2)]
     else:
-        route, reason = mode, "requested"
-        jvp = "double_vjp" if mode == "double_vjp" else "forward"
-    if jvp == "forward" and mode in ("auto", "matrix_free"):
-        err = _forward_mode_error(rows_of, lat[0].reshape(-1), min(chunk, 2))
-        if err is not None:
-            jvp = "double_vjp"
-            note = f"forward mode failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); JVPs from two VJPs"
-            if route == "forward":
-                route, reason = "double_vjp", note
-            else:
-                reason = f"{reason}; {note}"
+        candidates = [mode]
+    choice = None
+    for cand in candidates:
+        route_c, passes = cand if isinstance(cand, tuple) else (cand, 1)
+        c = _fit_chunk(route_c, passes, R, D, elem, act, chunk, user_chunk, limit)
+        if c is not None:
+            choice = (route_c, passes, c)
+            break
+    if choice is None:
+        route_c, passes = candidates[-1] if isinstance(candidates[-1], tuple) else (candidates[-1], 1)
+        need = _step_bytes(route_c, passes, R, D, elem, act, chunk if user_chunk else 1)
+        raise MemoryError(
+            f"jacobian_gram: no step of mode={mode!r} fits max_memory={limit} bytes: the smallest plan "
+            f"({route_c}, {passes} pass(es), chunk {chunk if user_chunk else 1}) needs {need} bytes for a ({R}, {D}) "
+            f"Jacobian ({elem}-byte entries, {act} activation bytes per tangent); raise max_memory, or reduce the "
+            "image size (size=) or the latent dimension")
+    route, passes, chunk = choice
+    planned = _step_bytes(route, passes, R, D, elem, act, chunk)
+    if mode == "auto":
+        jac_bytes = R * D * elem
+        reason = ("forward-mode products supported" if route == "forward" else
+                  f"the ({R}, {D}) Jacobian needs {jac_bytes} bytes; with the Grams and a chunk the step exceeds "
+                  f"max_memory={limit}")
+    else:
+        reason = "requested"
+    if note is not None:
+        if route == "forward":
+            route, reason = "double_vjp", note
+        else:
+            reason = f"{reason}; {note}"
 
     w_rows = m.to(dtype)
     nchunks = -(-D // chunk)
     fg = torch.zeros(D, D, dtype=torch.float64, device=device)
     bg = torch.zeros(D, D, dtype=torch.float64, device=device)
     work = distributed.work_items(lat.shape[0], nchunks, by_chunk=route == "matrix_free")  # {face: [chunk, ...]}
-    bar = _bar(sum(map(len, work.values())), f"jacobian_gram[{route}]", distributed.show_progress(progress))
-    try:
-        for i, chunks in work.items():
-            flat = lat[i].reshape(-1).detach()
-            if route == "matrix_free":
-                G_in, G_out = _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks)
-            else:
-                J = torch.empty(R, D, dtype=dtype, device=device)
-                for k0, cols in _columns(rows_of, flat, chunk, jvp):
-                    J[:, k0:k0 + cols.shape[0]] = cols.mT
-                    bar.update(1)
-                try:  # the op refuses NaN / Inf in J: say what that means for the caller's generator
-                    G_in, G_out = masked_gram(J[None], w_rows)
-                except ValueError as exc:
-                    raise ValueError(f"jacobian_gram: expected G's derivatives at latent {i} to be finite (its images "
-                                     f"or their derivatives are NaN or Inf there): {exc}") from None
-                G_in, G_out = G_in[0], G_out[0]
-                del J
-            fg += G_in.double() / n_fg
-            bg += G_out.double() / n_bg
-    finally:
-        bar.close()
+    steps = sum(len(c) * (1 if route == "matrix_free" else passes) for c in work.values())
+    bar = _bar(steps, f"jacobian_gram[{route}]", distributed.show_progress(progress))
+    with _PeakMemory(device) as peak:
+        try:
+            for i, chunks in work.items():
+                flat = lat[i].reshape(-1).detach()
+                if route == "matrix_free":
+                    G_in, G_out = _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks)
+                    fg += G_in.double() / n_fg
+                    bg += G_out.double() / n_bg
+                    del G_in, G_out
+                    continue
+                for r0, r1 in _row_blocks(R, passes):  # row blocks bound J's memory (one pass each)
+                    J = torch.empty(r1 - r0, D, dtype=dtype, device=device)
+                    for k0, cols in _columns(rows_of, flat, chunk, jvp):
+                        J[:, k0:k0 + cols.shape[0]] = cols[:, r0:r1].mT
+                        del cols
+                        bar.update(1)
+                    try:  # the op refuses NaN / Inf in J: say what that means for the caller's generator
+                        G_in, G_out = masked_gram(J[None], w_rows[r0:r1])
+                    except ValueError as exc:
+                        raise ValueError(f"jacobian_gram: expected G's derivatives at latent {i} to be finite (its "
+                                         f"images or their derivatives are NaN or Inf there): {exc}") from None
+                    del J
+                    fg += G_in[0].double() / n_fg
+                    bg += G_out[0].double() / n_bg
+                    del G_in, G_out
+        finally:
+            bar.close()
     fg, bg = distributed.all_reduce_sum(torch.stack([fg, bg]), "jacobian_gram").unbind(0)  # other ranks' shares
     n = lat.shape[0]
     fg, bg = (fg / n).to(dtype), (bg / n).to(dtype)
@@ -188,6 +238,9 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         "n_images": int(n), "region": region.to_dict(), "generator": fingerprint(G),
         "latent_space": latent_space(G), "latent_shape": list(latent_shape),
         "seconds": time.perf_counter() - t_start, "world_size": distributed.world_size(),
+        "max_memory": int(limit), "planned_bytes": int(planned),
+        "peak_bytes": peak.bytes, "peak_measured_by": peak.source, "row_passes": int(passes),
+        "activation_bytes_per_tangent": int(act),
     }
     return Gram(fg, bg, n_fg, n_bg, latent_shape, meta)
 
@@ -253,12 +306,96 @@ def _matrix_free(rows_of, flat, w_rows, chunk, jvp, bar, chunks=None):
     return (G_in + G_in.mT) / 2, (G_out + G_out.mT) / 2
 
 
-def _forward_mode_error(rows_of, flat, c):
-    """``None`` when forward-mode products run on this generator, else the exception they raise."""
+def _forward_mode_error(rows_of, flat, c, jvp="forward"):
+    """``None`` when ``c`` products of kind ``jvp`` run on this generator, else the exception they raise."""
     try:
-        next(_columns(rows_of, flat, c, "forward"))
+        next(_columns(rows_of, flat, c, jvp))
     except (RuntimeError, NotImplementedError, TypeError) as exc:
         return exc
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory: the plan (bytes one step holds) and the measurement
+
+
+def _step_bytes(route, passes, R, D, elem, act, chunk):
+    """Bytes one step holds: the float64 accumulators and one image's Gram pair, plus the route's Jacobian (or row
+    block) and one chunk of tangents (one-hot inputs, outputs, activations ``act`` each)."""
+    grams = 2 * D * D * 8 + 2 * D * D * elem
+    if route == "matrix_free":
+        # the retained graph of one forward pass, the chunk's columns, their 2c cotangents and 2c VJPs
+        return grams + act + chunk * (3 * R * elem + 2 * D * elem + 2 * act)
+    rows = -(-R // passes)
+    return grams + rows * D * elem + chunk * (D * elem + R * elem + act)
+
+
+def _fit_chunk(route, passes, R, D, elem, act, chunk, fixed, limit):
+    """The largest chunk ``<= chunk`` whose step fits ``limit`` (``chunk`` itself when ``fixed``), or ``None``."""
+    if _step_bytes(route, passes, R, D, elem, act, chunk) <= limit:
+        return chunk
+    if fixed:
+        return None
+    lo, hi = 1, chunk  # the step grows with the chunk: bisect
+    if _step_bytes(route, passes, R, D, elem, act, lo) > limit:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _step_bytes(route, passes, R, D, elem, act, mid) <= limit else (lo, mid - 1)
+    return lo
+
+
+def _row_blocks(R, passes):
+    size = -(-R // passes)
+    return [(r0, min(R, r0 + size)) for r0 in range(0, R, size)]
+
+
+class _PeakMemory:
+    """Peak bytes allocated inside the block above the level at its start: the CUDA caching allocator's peak, or
+    on the CPU the process's peak resident set (Linux: ``VmHWM``, reset through ``/proc/self/clear_refs``).
+    ``bytes`` is ``None`` where neither is available."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.bytes, self.source = None, None
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize(self.device_index())
+            torch.cuda.reset_peak_memory_stats(self.device_index())
+            self.start = torch.cuda.memory_allocated(self.device_index())
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")  # resets VmHWM to the current resident set
+                self.start = _proc_status("VmRSS")
+            except OSError:
+                self.start = None
+        return self
+
+    def device_index(self):
+        return torch.cuda.current_device()
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize(self.device_index())
+            self.bytes = int(torch.cuda.max_memory_allocated(self.device_index()) - self.start)
+            self.source = "cuda allocator peak"
+        elif self.start is not None:
+            hwm = _proc_status("VmHWM")
+            if hwm is not None:
+                self.bytes, self.source = max(0, hwm - self.start), "process peak resident memory (VmHWM)"
+        return False
+
+
+def _proc_status(key):
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
     return None
 
 
@@ -301,10 +438,14 @@ def _check_chunk(chunk, D, R, elem):
 
 
 def _check_max_memory(max_memory):
-    return V.positive(max_memory, "max_memory", "jacobian_gram")
+    limit = V.positive(max_memory, "max_memory", "jacobian_gram")
+    if not limit.is_integer():
+        raise V.ArgumentError(f"jacobian_gram: expected max_memory to be a whole number of bytes, got {max_memory!r}")
+    return int(limit)
 
 
 def _bar(total, desc, progress):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    # the default bar format shows elapsed and remaining time (the ETA) from the known total
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="chunk")

@@ -46,8 +46,9 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method=None, tol=1e-7, max_iter=10
     relax : int
         The null space of the background is taken past ``rank_b - relax`` singular vectors (``0 <= relax < D``):
         a larger ``relax`` keeps a bigger, less strict null space.
-    method : {"ialm", "official"}, optional
-        Robust-PCA solver (see :func:`lowrankedit.ops.rpca`); ``"official"`` repeats the official iteration.
+    method : {"ialm", "official", "partial"}, optional
+        Robust-PCA solver (see :func:`lowrankedit.ops.rpca`); ``"official"`` repeats the official iteration;
+        ``"partial"`` is the partial-SVT solver for large Grams (:func:`lowrankedit.ops.rpca_ialm`).
         Default from ``preset``.
     tol, max_iter : float, int
         Passed to :func:`lowrankedit.ops.rpca`.

@@ -22,8 +22,13 @@ from .. import validation as V
 from ..directions import Directions
 from ..gram import Gram
 from ..ops.generalized_eigh import generalized_eigh, generalized_eigh_woodbury
+from ..ops.generalized_eigh_topk import generalized_eigh_topk
 
-_ROUTES = ("auto", "dense", "woodbury")
+_ROUTES = ("auto", "dense", "topk", "woodbury")
+#: ``route="auto"`` on a Gram takes the top-k solver when ``D >= TOPK_MIN_DIM`` and ``k <= D / TOPK_MAX_FRACTION``:
+#: there one Cholesky and a few block solves beat the full eigensolver (below, the dense route is fast anyway).
+TOPK_MIN_DIM = 512
+TOPK_MAX_FRACTION = 16
 _COPY_KEYS = ("latent_space", "generator", "region", "layer")
 
 
@@ -63,9 +68,11 @@ def resefa(gram, *, tau=None, k=None, route="auto", preset="default"):
         ``tau = 0`` (``preset="official"``) reproduces the official default and raises when ``bg`` is singular.
     k : int, optional
         Number of directions, largest generalized eigenvalue first; default all ``D``.
-    route : {"auto", "dense", "woodbury"}
-        A ``Gram`` holds dense ``(D, D)`` matrices, so only the dense route applies here ("auto" = "dense");
-        "woodbury" needs the background as a thin factor: use :func:`resefa_from_factors`.
+    route : {"auto", "dense", "topk", "woodbury"}
+        "dense": all ``D`` eigenpairs (:func:`lowrankedit.ops.generalized_eigh`). "topk": only the ``k`` leading
+        ones (:func:`lowrankedit.ops.generalized_eigh_topk`: one Cholesky, block Krylov through triangular
+        solves). "auto": "topk" when ``k`` is given, ``D >= 512`` and ``k <= D / 16``, else "dense". "woodbury"
+        needs the background as a thin factor: use :func:`resefa_from_factors`.
     preset : {"default", "official"}
         Fills ``tau`` when it is ``None`` (see :data:`PRESETS`).
 
@@ -74,7 +81,8 @@ def resefa(gram, *, tau=None, k=None, route="auto", preset="default"):
     Directions
         ``vectors (k, *latent_shape)`` unit-norm, ``scores (k,)`` the generalized eigenvalues
         ``n^T fg n / n^T bg' n`` (descending), ``meta`` with ``method="resefa"``, ``tau``, ``route``, ``k``,
-        ``n_fg``, ``n_bg`` and the Gram's own meta under ``source``.
+        ``n_fg``, ``n_bg`` and the Gram's own meta under ``source``; on the top-k route also ``topk`` (restarts,
+        block applications, block width, largest relative Ritz residual, converged).
 
     Notes
     -----
@@ -106,11 +114,25 @@ def resefa(gram, *, tau=None, k=None, route="auto", preset="default"):
     D = gram.dim
     if math.prod(gram.latent_shape) != D:
         raise ValueError(f"{op}: Gram latent_shape {gram.latent_shape} does not match D = {D}")
+    given = k is not None
     k = _check_k(k, D, op)
+    if route == "auto":
+        route = "topk" if given and D >= TOPK_MIN_DIM and k * TOPK_MAX_FRACTION <= D else "dense"
     tau = V.real(tau, "tau", op, min=0.0)
-    w, X = generalized_eigh(gram.fg, gram.bg, tau)
-    meta = _meta(gram.meta, tau=float(tau), preset=preset, route="dense", k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
-                 latent_shape=list(gram.latent_shape))
+    extra = {}
+    if route == "topk":
+        w, X, info = generalized_eigh_topk(gram.fg, gram.bg, k, tau=tau)
+        if not info["converged"]:
+            raise RuntimeError(f"{op}: the top-k eigensolver did not converge in {info['restarts']} restarts "
+                               f"(largest relative residual {float(info['residuals'].max()):.2e}); use "
+                               "route='dense'")
+        extra["topk"] = {"restarts": int(info["restarts"]), "applications": int(info["applications"]),
+                         "block": int(info["block"]), "steps": int(info["steps"]),
+                         "max_residual": float(info["residuals"].max()), "converged": bool(info["converged"])}
+    else:
+        w, X = generalized_eigh(gram.fg, gram.bg, tau)
+    meta = _meta(gram.meta, tau=float(tau), preset=preset, route=route, k=k, n_fg=float(gram.n_fg), n_bg=float(gram.n_bg),
+                 latent_shape=list(gram.latent_shape), **extra)
     return _directions(w, X, k, gram.latent_shape, meta)
 
 
@@ -161,8 +183,8 @@ def resefa_from_factors(Jf, Jb, *, tau=1e-3, k=None, route="auto", n_fg=None, n_
         V.tensor(t, name, op, ndim=2)
     if Jf.shape[1] != Jb.shape[1]:
         raise ValueError(f"{op}: expected Jf and Jb with the same D, got {tuple(Jf.shape)} and {tuple(Jb.shape)}")
-    if route not in _ROUTES:
-        raise ValueError(f"{op}: expected route in {_ROUTES}, got {route!r}")
+    if route not in _ROUTES or route == "topk":
+        raise ValueError(f"{op}: expected route in ('auto', 'dense', 'woodbury'), got {route!r}")
     (r, D), m = Jf.shape, Jb.shape[0]
     latent_shape = (D,) if latent_shape is None else V.shape(latent_shape, "latent_shape", op)
     tau = V.real(tau, "tau", op, min=0.0)

@@ -10,8 +10,10 @@ from .._ext import registered_ops
 from .soft_threshold import soft_threshold
 from .panda_grad import panda_grad, panda_step
 from .generalized_eigh import generalized_eigh, generalized_eigh_woodbury
+from .generalized_eigh_topk import generalized_eigh_topk
 from .singular_value_threshold import singular_value_threshold
 from .rpca import rpca
+from .rpca_ialm import rpca_ialm
 from .masked_gram import masked_gram
 
 _missing = [name for name in registered_ops() if name not in globals()]

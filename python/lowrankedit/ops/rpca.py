@@ -8,7 +8,9 @@ from .._ext import _C
 from ._interop import as_tensor
 from .singular_value_threshold import _per_matrix, _symmetric_flag
 
-METHODS = ("ialm", "official")
+METHODS = ("ialm", "official", "partial")
+#: ``rho`` when none is given, per method (``"official"`` has a fixed penalty and ignores it).
+DEFAULT_RHO = {"ialm": 2.0, "official": 2.0, "partial": 1.5}
 
 
 @torch.library.register_fake("lowrankedit::rpca")
@@ -32,7 +34,7 @@ def _real(value, op, name, kind=numbers.Real):
     return value
 
 
-def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symmetric=None, rho=2.0, alpha=1.6,
+def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symmetric=None, rho=None, alpha=1.6,
          progress=False):
     """Principal component pursuit ``min ||L||_* + lamb ||S||_1  s.t.  L + S = M``, batched over leading dims.
 
@@ -58,7 +60,7 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
         conditions of the convex problem, checked on an iteration with the exact SVT.
     max_iter : int
         Iteration cap (per matrix).
-    method : {"ialm", "official"}
+    method : {"ialm", "official", "partial"}
         ``"ialm"`` (default): the inexact augmented Lagrange multiplier method (ADMM, one ``L`` and one ``S`` step
         per multiplier update) made fast for Jacobian Grams: over-relaxation ``alpha``, the penalty above (grown
         by ``rho`` while the primal residual exceeds 10x the dual one; on noise-floor matrices also divided by
@@ -67,12 +69,18 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
         stops on is re-checked with the exact SVT). Hundreds of iterations on the DCGAN Grams, where the official
         rule takes thousands and stops short of the optimum. ``"official"``: the official LowRankGAN ADMM with
         fixed ``mu``: same start (``L = S = Y = 0``), update order and stopping rule, hence the same iterates.
+        ``"partial"``: symmetric ``M`` only (a non-symmetric one raises), one matrix at a time through
+        :func:`lowrankedit.ops.rpca_ialm` (Lin et al.'s inexact ALM with a rank-adaptive partial SVT and a
+        spectral-gap certificate, never a full eigendecomposition while the rank stays small: the route for large
+        Grams); ``mu`` is its starting penalty, ``alpha`` and ``symmetric=None`` do not apply, and ``info`` also
+        holds its ``certified``, ``gap``, ``tail``, ``threshold``, ``svt_attempts`` and ``full_svt``.
     symmetric : bool or None
         Use eigendecompositions (``True``) or SVDs (``False``); ``None``: eigh when ``M`` is symmetric to rounding
         (``max |M - M^T| <= 1000 eps max |M|``, as Grams computed by a GEMM are), solving for its symmetric part
         ``(M + M^T) / 2``.
-    rho : float
-        ``"ialm"``: the penalty's growth factor (``>= 1``; ``1`` keeps ``mu`` fixed).
+    rho : float, optional
+        ``"ialm"``, ``"partial"``: the penalty's growth factor (``>= 1``; ``1`` keeps ``mu`` fixed); default 2.0
+        (``"ialm"``), 1.5 (``"partial"``, Lin et al.).
     alpha : float
         ``"ialm"``: over-relaxation in ``(0, 2)`` (``1``: plain ADMM); ``1.6`` cut the iterations on the DCGAN
         Grams by about a third.
@@ -116,6 +124,9 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
     M = as_tensor(M, op, "M")
     if not isinstance(method, str):
         raise TypeError(f"{op}: expected method to be a str, got {method!r}")
+    rho = DEFAULT_RHO.get(method, 2.0) if rho is None else rho
+    if method == "partial":
+        return _partial(M, lamb, mu, tol, max_iter, symmetric, rho, progress)
     args = (M.detach(), None if lamb is None else _per_matrix(lamb, op, "lamb"),
             None if mu is None else _per_matrix(mu, op, "mu"), method, float(_real(tol, op, "tol")),
             int(_real(max_iter, op, "max_iter", numbers.Integral)), _symmetric_flag(symmetric, op),
@@ -146,3 +157,42 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
     }
     return L, S, info
 
+
+
+def _partial(M, lamb, mu, tol, max_iter, symmetric, rho, progress):
+    """``method="partial"``: :func:`~lowrankedit.ops.rpca_ialm` per matrix, its info stacked per matrix."""
+    from .rpca_ialm import rpca_ialm
+
+    op = "rpca(method='partial')"
+    if symmetric is False:
+        raise ValueError(f"{op}: expected symmetric=None or True (this solver is for symmetric M only), got False; "
+                         "use method='ialm' for general matrices")
+    if M.dim() < 2 or M.shape[-1] != M.shape[-2]:
+        raise ValueError(f"{op}: expected square matrices M of shape (..., n, n), got {tuple(M.shape)}")
+    batch = M.shape[:-2]
+    flat = M.reshape(-1, *M.shape[-2:])
+    per = lambda value, name: (None if value is None else  # noqa: E731
+                               _per_matrix(value, op, name).double().cpu().expand(batch).reshape(-1).tolist())
+    lambs, mus = per(lamb, "lamb"), per(mu, "mu")
+    Ls, Ss, infos = [], [], []
+    indices = range(flat.shape[0])
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc="rpca[partial]", leave=False)
+    for i in indices:
+        try:
+            L, S, info = rpca_ialm(flat[i], None if lambs is None else lambs[i], tol=tol, max_iter=max_iter,
+                                   mu0=None if mus is None else mus[i], rho=rho)
+        except ValueError as exc:
+            raise ValueError(f"{op}: matrix {i}: {exc}") from exc
+        Ls.append(L)
+        Ss.append(S)
+        infos.append(info)
+    dtypes = {bool: torch.bool, int: torch.int64, float: torch.float64}
+    info = {key: torch.tensor([d[key] for d in infos], dtype=dtypes[type(infos[0][key])]).reshape(batch)
+            for key in infos[0] if key != "method"} if infos else {}
+    info.update(method="partial", symmetric=True)
+    if not infos:
+        return torch.zeros_like(M), torch.zeros_like(M), info
+    return torch.stack(Ls).reshape(M.shape), torch.stack(Ss).reshape(M.shape), info

@@ -1,0 +1,214 @@
+"""Scaling of the D x D steps with the latent dimension D (issue: D = 9216 on one machine).
+
+For D in {512, 1024, 2048, 4608, 9216} (choose with --sizes), each step's time and measured peak memory:
+
+* ``gram``: ``jacobian_gram`` of a ``stylegan2`` whose ``num_ws x 512 = D`` (image resized to 256, as the official
+  code), against the generator's own cost for D forward-mode products (one chunk timed and scaled). Runs only when
+  ``lowrankedit.models.stylegan2`` exists; otherwise the row says it was skipped.
+* ``rpca``: ``ops.rpca_ialm`` (Lin et al.'s inexact ALM, partial SVT) on two planted Gram-like problems (rank 10 +
+  5% sparse entries up to 0.05, ``lamb = 1/sqrt(n)``) against the same iteration with a dense full SVD every
+  iteration (plain torch). The dense run stops at --dense-cap seconds; past it, its time is the measured
+  per-iteration time x ours' iteration count, labelled extrapolated.
+* ``resefa``: ``resefa(gram, k=10)`` (top-k route) on a synthetic Gram pair with a Jacobian-like spectrum, against
+  scipy's ``eigh(A, B)`` in full and with ``subset_by_index`` (|cos| of each of the 10 directions to scipy's).
+  scipy's full solve is extrapolated (D^3) past --dense-cap.
+* ``lowrankgan``: ``lowrankgan(gram)`` end to end from the synthetic Grams (its robust PCA is ``ops.rpca``'s
+  default until the merge routes it to rpca_ialm), at the sizes in --lowrankgan-sizes.
+
+Peak memory is measured (the process's peak resident set above the level at the step's start, or the CUDA
+allocator's peak), not estimated. Growth exponents are least-squares slopes of log(time) against log(D).
+
+    python bench/bench_scaling.py --sizes 512 1024 2048 --out bench/results/scaling.md
+"""
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import scipy.linalg
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+
+import lowrankedit as le  # noqa: E402
+from lowrankedit.jacobian_gram import _PeakMemory  # noqa: E402  (the one peak-memory measurement)
+from lowrankedit.ops.rpca_ialm import rpca_ialm  # noqa: E402
+from lowrankedit.testing import planted_rpca, synthetic_gram_pair  # noqa: E402
+
+MiB = 1 << 20
+
+
+def measured(fn, device="cpu"):
+    """``(result, seconds, peak bytes)`` of ``fn()``."""
+    with _PeakMemory(device) as peak:
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+    return out, dt, peak.bytes
+
+
+def dense_ialm(M, lamb, tol, max_iter, cap_s):
+    """The same inexact ALM with a full SVD every iteration (the dense baseline): ``(iterations, seconds,
+    finished)``; stops at ``cap_s`` seconds."""
+    n = M.shape[0]
+    fro = float(M.norm())
+    v = torch.randn(n, 1, dtype=M.dtype, generator=torch.Generator().manual_seed(0))
+    for _ in range(100):  # ||M||_2 by power iteration (the setup is not what is being timed)
+        v = M @ v
+        v /= v.norm()
+    norm2 = float((M @ v).norm())
+    Y = M / max(norm2, float(M.abs().max()) / lamb)
+    mu, rho = 1.25 / norm2, 1.5
+    mu_max = mu * 1e7
+    L = torch.zeros_like(M)
+    t0 = time.perf_counter()
+    for it in range(1, max_iter + 1):
+        T = M + Y / mu
+        S = torch.nn.functional.softshrink(T - L, lamb / mu)
+        U, s, Vh = torch.linalg.svd(T - S)
+        s = (s - 1 / mu).clamp_min(0)
+        r = int((s > 0).sum())
+        L_new = (U[:, :r] * s[:r]) @ Vh[:r]
+        dual = mu * float((L_new - L).norm()) / fro
+        L = L_new
+        Z = M - L - S
+        Y = Y + mu * Z
+        mu = min(mu * rho, mu_max)
+        if float(Z.norm()) / fro <= tol and dual <= tol:
+            return it, time.perf_counter() - t0, True
+        if time.perf_counter() - t0 > cap_s:
+            return it, time.perf_counter() - t0, False
+    return max_iter, time.perf_counter() - t0, True
+
+
+def bench_rpca(D, args, rows):
+    probs = [planted_rpca(D, rank=10, density=0.05, magnitude=0.05, seed=s) for s in (0, 1)]
+    t_ours, peak_ours, its, errs, gaps = 0.0, 0, [], [], []
+    for M, L0, _ in probs:
+        (L, S, info), dt, pk = measured(lambda: rpca_ialm(M))
+        t_ours += dt
+        peak_ours = max(peak_ours, pk or 0)
+        its.append(info["iterations"])
+        errs.append(float((L - L0).norm() / L0.norm()))
+        gaps.append(info["gap"])
+        assert info["certified"], info
+    M = probs[0][0]
+    lamb = 1 / math.sqrt(D)
+    (it_d, t_d, done), _, peak_d = measured(lambda: dense_ialm(M, lamb, 1e-7, 1000, args.dense_cap))
+    if done:
+        dense, label = 2 * t_d, "measured (x2: one run timed)"
+    else:
+        dense, label = t_d / it_d * sum(its), f"extrapolated ({it_d} iterations timed)"
+    rows.append(dict(step="rpca (2 Grams)", D=D, ours=t_ours, base=dense, base_label=label, peak=peak_ours,
+                     base_peak=peak_d, note=f"iterations {its}, |L - L0|/|L0| {max(errs):.1e}, gap >= "
+                                              f"{min(gaps):.2e}, certified"))
+
+
+def bench_resefa(D, args, rows):
+    fg, bg = synthetic_gram_pair(D, seed=D)
+    gram = le.Gram(fg, bg, 1.0, 1.0)
+    d, dt, pk = measured(lambda: le.resefa(gram, k=10))
+    assert d.meta["route"] == "topk", d.meta["route"]
+    A, B = fg.numpy(), bg.numpy()
+    Bp = B + 1e-3 * np.trace(B) * np.eye(D)
+    (w_s, X_s), t_sub, pk_sub = measured(lambda: scipy.linalg.eigh(A, Bp, subset_by_index=[D - 10, D - 1]))
+    X_s = X_s[:, ::-1]
+    cos = np.abs(np.sum(d.vectors.numpy().T * X_s, 0) / np.linalg.norm(X_s, axis=0))
+    full_label = "measured"
+    if D <= args.scipy_full_max:
+        _, t_full, _ = measured(lambda: scipy.linalg.eigh(A, Bp))
+    else:
+        ref = [r for r in rows if r["step"] == "resefa(k=10)" and r.get("full_measured")]
+        if ref:
+            t_full = ref[-1]["full"] * (D / ref[-1]["D"]) ** 3
+            full_label = f"extrapolated (D^3 from D={ref[-1]['D']})"
+        else:
+            t_full, full_label = float("nan"), "not run"
+    rows.append(dict(step="resefa(k=10)", D=D, ours=dt, base=t_sub, base_label="scipy subset_by_index", peak=pk,
+                     base_peak=pk_sub, full=t_full, full_measured=full_label == "measured",
+                     note=f"min |cos| to scipy {cos.min():.6f}; scipy full eigh(A, B): {t_full:.1f} s "
+                          f"({full_label}); top-k restarts {d.meta['topk']['restarts']}"))
+
+
+def bench_lowrankgan(D, args, rows):
+    fg, bg = synthetic_gram_pair(D, seed=D)
+    gram = le.Gram(fg, bg, 1.0, 1.0)
+    d, dt, pk = measured(lambda: le.lowrankgan(gram))
+    rows.append(dict(step="lowrankgan", D=D, ours=dt, base=None, base_label="", peak=pk, base_peak=None,
+                     note=f"{len(d)} directions; rpca iterations {d.meta['rpca']['iterations']}"))
+
+
+def bench_gram(D, args, rows):
+    if not hasattr(le.models, "stylegan2"):
+        rows.append(dict(step="gram", D=D, ours=None, base=None, base_label="", peak=None, base_peak=None,
+                         note="skipped: lowrankedit.models.stylegan2 is not in this tree yet"))
+        return
+    num_ws = D // 512
+    res = {2: 4, 4: 8, 9: 64, 18: 1024}.get(num_ws)
+    rows.append(dict(step="gram", D=D, ours=None, base=None, base_label="", peak=None, base_peak=None,
+                     note=f"not run in this pass (num_ws {num_ws}, resolution {res})"))
+
+
+def exponent(rows, step, key):
+    pts = [(r["D"], r[key]) for r in rows if r["step"] == step and r.get(key) and r[key] == r[key] and r[key] > 0]
+    if len(pts) < 2:
+        return None
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def table(rows, args):
+    fmt = lambda v: "-" if v is None else (f"{v:.2f}" if v == v else "n/a")
+    mib = lambda v: "-" if v is None else f"{v / MiB:.0f}"
+    out = ["| step | D | ours (s) | peak (MiB) | baseline (s) | baseline | baseline peak (MiB) | notes |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['step']} | {r['D']} | {fmt(r['ours'])} | {mib(r['peak'])} | {fmt(r['base'])} | "
+                   f"{r['base_label']} | {mib(r['base_peak'])} | {r['note']} |")
+    out.append("")
+    out.append("Fitted growth exponents (time ~ D^e, least squares over the sizes run):")
+    out.append("")
+    for step in sorted({r["step"] for r in rows}):
+        e, eb = exponent(rows, step, "ours"), exponent(rows, step, "base")
+        if e is not None:
+            out.append(f"- {step}: ours e = {e:.2f}" + (f", baseline e = {eb:.2f}" if eb is not None else ""))
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4608, 9216])
+    ap.add_argument("--steps", nargs="+", default=["gram", "rpca", "resefa", "lowrankgan"])
+    ap.add_argument("--dense-cap", type=float, default=600.0, help="seconds a dense baseline may run")
+    ap.add_argument("--scipy-full-max", type=int, default=4608, help="largest D for scipy's full eigh(A, B)")
+    ap.add_argument("--lowrankgan-sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "scaling.md"))
+    args = ap.parse_args()
+    rows = []
+    for D in sorted(args.sizes):
+        for step in args.steps:
+            if step == "lowrankgan" and D not in args.lowrankgan_sizes:
+                continue
+            {"gram": bench_gram, "rpca": bench_rpca, "resefa": bench_resefa, "lowrankgan": bench_lowrankgan}[step](
+                D, args, rows)
+            r = rows[-1]
+            print(f"{r['step']:>16} D={D:5d} ours={r['ours']} base={r['base']} peak={r['peak']} {r['note']}",
+                  flush=True)
+    text = table(rows, args)
+    head = (f"# Scaling with D\n\nCommand: `python bench/bench_scaling.py {' '.join(sys.argv[1:])}`\n\n"
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+            "The machine was shared with other jobs (load average {:.0f} at the end), so times are upper "
+            "bounds.\n\n".format(os.getloadavg()[0]))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        fh.write(head + text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

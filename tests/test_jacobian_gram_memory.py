@@ -1,0 +1,142 @@
+"""jacobian_gram within a memory bound: the plan fits max_memory, the routes it picks give the same Grams, a bound
+that no plan can meet raises before anything large is allocated, the peak is measured, the bar has an ETA."""
+import importlib
+
+import pytest
+import torch
+
+from lowrankedit import reference
+from lowrankedit.jacobian_gram import jacobian_gram
+
+jg = importlib.import_module("lowrankedit.jacobian_gram")  # the module (the package exports the function's name)
+
+R, D, E = 64 * 64, 12, 4  # rows (64x64 fused), latent dimension, float32 bytes
+
+
+class _Affine(torch.nn.Module):
+    """The real DCGAN on a 12-d affine slice of its latents (as in test_jacobian_gram.py): few columns, real net."""
+
+    latent_shape = (D,)
+
+    def __init__(self, G):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.G = G
+        self.register_buffer("z0", torch.randn(100, generator=g))
+        self.register_buffer("A", torch.linalg.qr(torch.randn(100, D, generator=g))[0])
+
+    def synthesize(self, u):
+        return self.G.synthesize(self.z0 + u @ self.A.mT)
+
+
+class _Unmeasured:
+    """Stands in for the peak measurement so that the plan is deterministic (one image row per tangent)."""
+
+    def __init__(self, device):
+        self.bytes, self.source = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.fixture(scope="module")
+def sub(dcgan):
+    return _Affine(dcgan)
+
+
+@pytest.fixture(scope="module")
+def u():
+    return torch.randn(D, generator=torch.Generator().manual_seed(11))
+
+
+@pytest.fixture(scope="module")
+def ref(sub, u, mouth):
+    return reference.jacobian_gram(sub, u, mouth)
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def _step(route, passes, chunk):
+    return jg._step_bytes(route, passes, R, D, E, R * E, chunk)
+
+
+def test_step_bytes_by_hand():
+    grams = 2 * D * D * 8 + 2 * D * D * E
+    assert _step("forward", 1, 3) == grams + R * D * E + 3 * (D * E + R * E + R * E)
+    assert _step("row_blocks", 2, 1) == grams + (R // 2) * D * E + (D * E + R * E + R * E)
+    assert _step("matrix_free", 1, 2) == grams + R * E + 2 * (3 * R * E + 2 * D * E + 2 * R * E)
+    # the chunk is the largest that fits
+    limit = _step("forward", 1, 5) + 1
+    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, False, limit) == 5
+    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, True, limit) is None
+
+
+@pytest.mark.parametrize("route,passes", [("forward", 1), ("row_blocks", 2), ("matrix_free", 1)])
+def test_auto_picks_the_first_route_that_fits(monkeypatch, sub, u, mouth, ref, route, passes):
+    monkeypatch.setattr(jg, "_PeakMemory", _Unmeasured)
+    # a bound just above this route's one-tangent step and below every earlier route's
+    limit = _step(route, passes, 1) + 10
+    g = jacobian_gram(sub, u, mouth, max_memory=limit, progress=False)
+    assert g.meta["mode"] == route and g.meta["row_passes"] == passes
+    assert g.meta["planned_bytes"] <= limit and g.meta["chunk"] == 1
+    assert g.meta["max_memory"] == limit
+    assert _rel(g.fg, ref.fg) < 1e-4 and _rel(g.bg, ref.bg) < 1e-4
+    if route != "forward":
+        assert "max_memory" in g.meta["mode_reason"]
+
+
+def test_row_blocks_mode_matches_reference(sub, u, mouth, ref):
+    g = jacobian_gram(sub, u, mouth, mode="row_blocks", max_memory=_step("row_blocks", 2, 4) + 10, progress=False)
+    assert g.meta["mode"] == "row_blocks" and g.meta["row_passes"] >= 2
+    assert _rel(g.fg, ref.fg) < 1e-4 and _rel(g.bg, ref.bg) < 1e-4
+
+
+def test_over_the_bound_fails_before_allocating(monkeypatch, sub, u, mouth):
+    monkeypatch.setattr(jg, "_PeakMemory", _Unmeasured)
+    calls = []
+    real = torch.empty
+
+    def spy(*shape, **kw):  # no Jacobian-sized buffer may be requested
+        calls.append(shape)
+        return real(*shape, **kw)
+
+    monkeypatch.setattr(jg.torch, "empty", spy)
+    with pytest.raises(MemoryError, match=r"no step of mode='auto' fits max_memory=1000 bytes.*\(4096, 12\) Jacobian"):
+        jacobian_gram(sub, u, mouth, max_memory=1000, progress=False)
+    assert all(s != (R, D) for s in calls)
+    with pytest.raises(MemoryError, match="mode='forward'"):
+        jacobian_gram(sub, u, mouth, mode="forward", max_memory=_step("forward", 1, 1) - 1, progress=False)
+    with pytest.raises(MemoryError, match="chunk 7"):  # a chunk given by the user is not shrunk
+        jacobian_gram(sub, u, mouth, mode="forward", chunk=7, max_memory=_step("forward", 1, 6), progress=False)
+
+
+def test_peak_is_measured_and_reported(sub, u, mouth):
+    g = jacobian_gram(sub, u, mouth, progress=False)
+    if g.meta["peak_bytes"] is None:
+        pytest.skip("no peak-memory source on this platform (/proc/self/clear_refs)")
+    assert g.meta["peak_measured_by"] and g.meta["peak_bytes"] >= 0
+    assert g.meta["activation_bytes_per_tangent"] >= R * E
+
+
+def test_measured_peak_tracks_a_large_allocation():
+    with jg._PeakMemory("cpu") as peak:
+        x = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched
+        del x
+    if peak.bytes is None:
+        pytest.skip("no peak-memory source on this platform")
+    assert peak.bytes >= 60 << 20
+
+
+def test_progress_bar_has_a_total_and_an_eta():
+    bar = jg._bar(7, "x", progress=True)
+    try:
+        bar.update(1)
+        text = str(bar)  # e.g. "x:  14%|#4   | 1/7 [00:00<00:01, 5.0chunk/s]": elapsed<remaining
+        assert bar.total == 7 and "1/7" in text and "<" in text and "chunk/s" in text
+    finally:
+        bar.close()

@@ -1,0 +1,89 @@
+"""rpca_ialm (Lin et al.'s inexact ALM, partial SVT): recovers planted rank-10 + 5% sparse problems, equals the
+exact-SVT solvers (its own exact route and ops.rpca) to 1e-6, certifies with a stated gap; errors."""
+import pytest
+import torch
+
+from lowrankedit.ops import rpca
+from lowrankedit.ops.rpca_ialm import rpca_ialm
+from lowrankedit.testing import planted_rpca
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def _rel(a, b):
+    return float((a.double().cpu() - b.double().cpu()).norm() / b.double().cpu().norm())
+
+
+@pytest.fixture(scope="module", params=[(256, 0), (512, 1)], ids=["n256", "n512"])
+def problem(request):
+    n, seed = request.param
+    M, L0, S0 = planted_rpca(n, rank=10, density=0.05, magnitude=0.05, seed=seed)
+    return n, M, L0, S0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_recovers_the_planted_solution_and_certifies(problem, device):
+    n, M, L0, S0 = problem
+    L, S, info = rpca_ialm(M.to(device))
+    assert info["converged"] and info["certified"], info
+    assert info["primal_residual"] <= 1e-7 and info["dual_residual"] <= 1e-7
+    assert info["rank"] == 10 and 0 < info["gap"] <= 1 and info["tail"] < info["threshold"]
+    assert info["iterations"] < 60, info["iterations"]  # the textbook schedule: tens, not hundreds
+    assert info["full_svt"] == 0 and info["method"] == "ialm_partial"
+    assert _rel(L, L0) < 1e-6 and _rel(S, S0) < 1e-4
+    assert L.dtype == M.dtype and L.device.type == device
+
+
+def test_equals_the_exact_svt_solvers(problem):
+    n, M, _, _ = problem
+    L, S, info = rpca_ialm(M)
+    Le, Se, info_e = rpca_ialm(M, exact_svt=True)
+    assert info_e["full_svt"] == info_e["iterations"] and info_e["method"] == "ialm_exact"
+    assert info["certified"] and info_e["certified"]
+    # the same iteration, only the SVT route differs (its 1e-10 Ritz residuals can cost a few iterations)
+    assert abs(info["iterations"] - info_e["iterations"]) <= 5
+    assert _rel(L, Le) < 1e-6 and _rel(S, Se) < 1e-6
+    Lr, Sr, info_r = rpca(M, tol=1e-9)  # the package's certified exact-SVT solver (another schedule)
+    assert bool(info_r["converged"])
+    assert _rel(L, Lr) < 1e-6 and _rel(S, Sr) < 1e-6
+
+
+def test_gap_matches_the_exact_spectrum():
+    M, _, _ = planted_rpca(300, seed=4)
+    _, _, info = rpca_ialm(M, max_iter=5)  # stop early: the last SVT argument still has a real tail
+    _, _, exact = rpca_ialm(M, max_iter=5, exact_svt=True)
+    assert info["rank"] == exact["rank"]
+    assert info["tail"] == pytest.approx(exact["tail"], rel=1e-6)
+    assert info["gap"] == pytest.approx(exact["gap"], rel=1e-5, abs=1e-9)
+    assert not info["converged"] and not info["certified"]
+
+
+def test_float32_input_and_lamb():
+    M, L0, _ = planted_rpca(200, seed=2)
+    L, S, info = rpca_ialm(M.float(), lamb=1 / 200 ** 0.5)
+    assert L.dtype == torch.float32 and info["certified"] and info["lamb"] == pytest.approx(1 / 200 ** 0.5)
+    assert _rel(L, L0) < 1e-5
+
+
+def test_zero_matrix():
+    L, S, info = rpca_ialm(torch.zeros(5, 5, dtype=torch.float64))
+    assert info["certified"] and not L.any() and not S.any()
+
+
+@pytest.mark.parametrize(
+    "M,kwargs,exc,match",
+    [
+        (torch.ones(4, 5), {}, ValueError, r"expected M of shape \(n, n\)"),
+        (torch.ones(4, 4, dtype=torch.int32), {}, TypeError, "float32 or float64"),
+        (torch.tensor([[1.0, 2.0], [0.0, 1.0]]), {}, ValueError, "expected a symmetric M"),
+        (torch.full((3, 3), float("inf")), {}, ValueError, "finite"),
+        (torch.eye(3), {"lamb": -1.0}, ValueError, "expected lamb to be a finite number > 0"),
+        (torch.eye(3), {"mu0": 0.0}, ValueError, "expected mu0 to be a finite number > 0"),
+        (torch.eye(3), {"rho": 0.5}, ValueError, "expected rho >= 1"),
+        (torch.eye(3), {"max_iter": 0}, ValueError, "expected max_iter >= 1, got 0"),
+        (torch.eye(3), {"svt_tol": 0.0}, ValueError, "expected svt_tol > 0"),
+    ],
+)
+def test_bad_input(M, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        rpca_ialm(M, **kwargs)
