@@ -53,37 +53,22 @@ Step as_step(const std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, do
           at::scalar_tensor(std::get<4>(r), opts), at::scalar_tensor(std::get<5>(r), opts)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cpu_entry(const at::Tensor& Z, const at::Tensor& A,
-                                                                    const at::Tensor& P) {
+// One entry per op, instantiated for each backend's kernel: validate once, make contiguous, call the kernel.
+template <auto kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_entry(const at::Tensor& Z, const at::Tensor& A,
+                                                                const at::Tensor& P) {
   check_factors("panda_grad", Z, A, P);
-  return panda_grad_cpu(Z.contiguous(), A.contiguous(), P.contiguous());
+  return kernel(Z.contiguous(), A.contiguous(), P.contiguous());
 }
 
-Step panda_step_cpu_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
-                          double lr_appearances, bool line_search, int64_t max_backtracks) {
+template <auto kernel>
+Step panda_step_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
+                      double lr_appearances, bool line_search, int64_t max_backtracks) {
   check_factors("panda_step", Z, A, P);
   check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
   const auto Ac = A.contiguous(), Pc = P.contiguous();
-  return as_step(panda_step_cpu(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac,
-                 Pc);
+  return as_step(kernel(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac, Pc);
 }
-
-#ifdef WITH_CUDA
-std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cuda_entry(const at::Tensor& Z, const at::Tensor& A,
-                                                                     const at::Tensor& P) {
-  check_factors("panda_grad", Z, A, P);
-  return panda_grad_cuda(Z.contiguous(), A.contiguous(), P.contiguous());
-}
-
-Step panda_step_cuda_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
-                           double lr_appearances, bool line_search, int64_t max_backtracks) {
-  check_factors("panda_step", Z, A, P);
-  check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
-  const auto Ac = A.contiguous(), Pc = P.contiguous();
-  return as_step(panda_step_cuda(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac,
-                 Pc);
-}
-#endif
 
 }  // namespace
 
@@ -93,5 +78,5 @@ TORCH_LIBRARY_FRAGMENT(lowrankedit, m) {
         "int max_backtracks=40) -> (Tensor appearances, Tensor parts, Tensor loss, Tensor new_loss, "
         "Tensor lr_parts, Tensor lr_appearances)");
 }
-LOWRANKEDIT_IMPL(panda_grad, &panda_grad_cpu_entry, &panda_grad_cuda_entry)
-LOWRANKEDIT_IMPL(panda_step, &panda_step_cpu_entry, &panda_step_cuda_entry)
+LOWRANKEDIT_IMPL(panda_grad, &panda_grad_entry<panda_grad_cpu>, &panda_grad_entry<panda_grad_cuda>)
+LOWRANKEDIT_IMPL(panda_step, &panda_step_entry<panda_step_cpu>, &panda_step_entry<panda_step_cuda>)

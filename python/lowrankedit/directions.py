@@ -109,6 +109,16 @@ class Directions:
                 f"scores={[round(float(s), 4) for s in self.scores[:4]]})")
 
 
+def direction_stack(vecs, shape, who, name):
+    """``vecs`` as a stack ``(k, *shape)``: one vector of ``shape`` becomes a stack of one; anything else is refused."""
+    shape = tuple(shape)
+    if tuple(vecs.shape) == shape:
+        vecs = vecs[None]
+    if tuple(vecs.shape[1:]) != shape:
+        raise ValueError(f"{who}: expected {name} of shape (k, {', '.join(map(str, shape))}), got {tuple(vecs.shape)}")
+    return vecs
+
+
 def orthogonalize(direction, others):
     """``direction`` with its component in the span of ``others`` removed, rescaled to unit norm.
 
@@ -139,11 +149,7 @@ def orthogonalize(direction, others):
     if not isinstance(others, torch.Tensor) or not isinstance(direction, torch.Tensor):
         raise TypeError("orthogonalize: expected direction and others as tensors (others may be a Directions)")
     shape = tuple(direction.shape)
-    if tuple(others.shape) == shape:
-        others = others[None]
-    if tuple(others.shape[1:]) != shape:
-        raise ValueError(f"orthogonalize: expected others of shape (r, {', '.join(map(str, shape))}), "
-                         f"got {tuple(others.shape)}")
+    others = direction_stack(others, shape, "orthogonalize", "others")
     d = direction.detach().reshape(-1).double()
     Q, _ = torch.linalg.qr(others.detach().reshape(others.shape[0], -1).double().to(d.device).T)
     rest = d - Q @ (Q.T @ d)

@@ -11,7 +11,7 @@ import time
 import torch
 
 from . import fileformat
-from .directions import Directions, edit
+from .directions import Directions, direction_stack, edit
 from .metrics import localization_score, masked_mse, rms_inside
 from .region import Region
 from .methods.lelsd_objective import (IMAGE, _feature_layers, _forward, _segment, combine_masks,
@@ -342,12 +342,7 @@ def held_out_scores(G, segmenter, directions, latents, *, alphas=(-3.0, -1.5, 1.
         (bilinear, ``align_corners=True``), and :func:`feature_localization_score` over ``layers``.
     """
     vecs = directions.vectors if isinstance(directions, Directions) else directions
-    shape = tuple(G.latent_shape)
-    if tuple(vecs.shape) == shape:
-        vecs = vecs[None]
-    if tuple(vecs.shape[1:]) != shape:
-        raise ValueError(f"held_out_scores: expected directions of shape (k, {', '.join(map(str, shape))}), "
-                         f"got {tuple(vecs.shape)}")
+    vecs = direction_stack(vecs, G.latent_shape, "held_out_scores", "directions")
     layers = list(G.layers) if layers is None else list(layers)
     feat_layers = _feature_layers(G, layers, segmenter)
     alphas = [float(a) for a in alphas]
