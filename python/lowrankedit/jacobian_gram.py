@@ -6,6 +6,7 @@
 backward pass per output pixel. The two Grams then come from one pass of :func:`lowrankedit.ops.masked_gram`.
 """
 import math
+import mmap
 import time
 
 import torch
@@ -353,7 +354,8 @@ def _row_blocks(R, passes):
 class _PeakMemory:
     """Peak bytes allocated inside the block above the level at its start: the CUDA caching allocator's peak, or
     on the CPU the process's peak resident set (Linux: ``VmHWM``, reset through ``/proc/self/clear_refs``).
-    ``bytes`` is ``None`` where neither is available."""
+    ``bytes`` is ``None`` where neither is available, or where the resident peak is not tracked (a sandbox that
+    accepts the reset but never moves ``VmHWM``): no number beats a wrong one in the Gram's record."""
 
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda"
@@ -364,13 +366,11 @@ class _PeakMemory:
             torch.cuda.synchronize(self.device_index())
             torch.cuda.reset_peak_memory_stats(self.device_index())
             self.start = torch.cuda.memory_allocated(self.device_index())
+        elif _resident_peak_is_tracked():
+            _reset_resident_peak()
+            self.start = _proc_status("VmRSS")
         else:
-            try:
-                with open("/proc/self/clear_refs", "w") as fh:
-                    fh.write("5")  # resets VmHWM to the current resident set
-                self.start = _proc_status("VmRSS")
-            except OSError:
-                self.start = None
+            self.start = None
         return self
 
     def device_index(self):
@@ -386,6 +386,36 @@ class _PeakMemory:
             if hwm is not None:
                 self.bytes, self.source = max(0, hwm - self.start), "process peak resident memory (VmHWM)"
         return False
+
+
+def _reset_resident_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets VmHWM to the current resident set
+
+
+_PEAK_TRACKED = None
+
+
+def _resident_peak_is_tracked():
+    """Whether resetting and reading ``VmHWM`` works here: some kernels and sandboxes accept the reset but keep
+    ``VmHWM`` frozen or equal to ``VmRSS``. Checked once per process with 16 MiB of freshly mapped, touched pages."""
+    global _PEAK_TRACKED
+    if _PEAK_TRACKED is None:
+        size = 16 << 20
+        try:
+            _reset_resident_peak()
+            start = _proc_status("VmRSS")
+            probe = mmap.mmap(-1, size)
+            try:
+                for offset in range(0, size, mmap.PAGESIZE):
+                    probe[offset] = 1
+            finally:
+                probe.close()
+            hwm = _proc_status("VmHWM")
+            _PEAK_TRACKED = start is not None and hwm is not None and hwm - start >= size * 3 // 4
+        except (OSError, ValueError):
+            _PEAK_TRACKED = False
+    return _PEAK_TRACKED
 
 
 def _proc_status(key):
