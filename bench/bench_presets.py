@@ -42,20 +42,19 @@ MAIN_METRIC = {
 }
 
 
-def learn_panda_parts(G, preset, *, quick=False, progress=False):
-    """PandA's parts for ``preset``: the report's layer, ranks and pool (``discover.PANDA_DEFAULTS``). The default
-    is what the report learns (its ``iters``); ``"official"`` takes every step setting from the paper's preset."""
+def learn_panda_parts(G, preset, *, quick=False, progress=False, seed=0):
+    """PandA's parts for ``preset`` as the report learns them (:func:`lowrankedit.discover.learn_parts`); ``quick``:
+    a 20-iteration run of the preset's step rule."""
     import lowrankedit as le
     from lowrankedit.discover import PANDA_DEFAULTS, learn_parts
 
-    if preset == "default" and not quick:
-        return learn_parts(G, seed=0, progress=progress)
+    if not quick:
+        return learn_parts(G, seed=seed, progress=progress, preset=preset)
     t0 = time.perf_counter()
-    kw = {"iters": 20} if quick else {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the official lr leaves parts near their start: recorded
-        parts = le.panda(G, PANDA_DEFAULTS["layer"], ranks=PANDA_DEFAULTS["ranks"],
-                         n_samples=PANDA_DEFAULTS["n_samples"], preset=preset, seed=0, progress=progress, **kw)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        parts = le.panda(G, PANDA_DEFAULTS["layer"], ranks=PANDA_DEFAULTS["ranks"], n_samples=64, iters=20,
+                         preset=preset, seed=seed, progress=progress)
     parts.meta["seconds"] = time.perf_counter() - t0
     return parts
 
@@ -74,7 +73,7 @@ def winner(method, a, b):
     return name, f"**{name}** on {label} ({ma:.4g} vs {mb:.4g}, 2 SE = {2 * se:.2g})"
 
 
-def run(quick=False, samples=32, progress=True):
+def run(quick=False, samples=32, progress=True, seed=0):
     """Discover and evaluate every (region, method, preset); returns ``(rows, per_region_seconds)``."""
     import torch
     import lowrankedit as le
@@ -82,7 +81,7 @@ def run(quick=False, samples=32, progress=True):
 
     G = le.models.dcgan_digiface()
     regions = REGIONS[1:2] if quick else REGIONS
-    parts = {p: learn_panda_parts(G, p, quick=quick, progress=progress) for p in PRESET_NAMES}
+    parts = {p: learn_panda_parts(G, p, quick=quick, progress=progress, seed=seed) for p in PRESET_NAMES}
     for p, pa in parts.items():
         print(f"panda parts ({p}): {pa.meta['seconds']:.1f} s, held-out unexplained "
               f"{pa.meta.get('held_out_end', float('nan')):.3f}", flush=True)
@@ -90,7 +89,7 @@ def run(quick=False, samples=32, progress=True):
     for name in regions:
         t_region = time.perf_counter()
         reg = le.models.dcgan_region(name)
-        gram = region_gram(G, reg, faces=2 if quick else 8, seed=0, progress=progress)
+        gram = region_gram(G, reg, faces=2 if quick else 8, seed=seed, progress=progress)
         edits, errors = {}, {}
         for method in METHODS:
             for preset in PRESET_NAMES:
@@ -98,7 +97,7 @@ def run(quick=False, samples=32, progress=True):
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
-                        edits[label] = discover(G, method, reg, faces=2 if quick else 8, seed=0, preset=preset,
+                        edits[label] = discover(G, method, reg, faces=2 if quick else 8, seed=seed, preset=preset,
                                                 gram=gram, parts=parts[preset], progress=progress,
                                                 lelsd_steps=3 if quick else None)
                 except (ValueError, RuntimeError, torch.linalg.LinAlgError) as exc:
@@ -188,8 +187,8 @@ def tables(rows, seconds, unexplained, samples):
 
 #: Settings tried around each default by ``--sweep``: (label, keyword arguments); the first is the default.
 SWEEP = {
-    "lowrankgan": [("default (lamb 1/60, relax 0)", {}), ("lamb 1/40", {"lamb": 1 / 40}),
-                   ("lamb 1/30", {"lamb": 1 / 30}), ("relax 2", {"relax": 2})],
+    "lowrankgan": [("default (lamb 1/30)", {}), ("lamb 1/60 (the paper's)", {"lamb": 1 / 60}),
+                   ("lamb 1/40", {"lamb": 1 / 40}), ("lamb 1/20", {"lamb": 1 / 20}), ("relax 2", {"relax": 2})],
     "resefa": [("default (tau 1e-3)", {}), ("tau 0", {"tau": 0.0}), ("tau 1e-4", {"tau": 1e-4}),
                ("tau 1e-2", {"tau": 1e-2}), ("tau 1e-1", {"tau": 1e-1})],
     "lelsd": [("default (block3+block4+image, lr 5e-2, 150 steps)", {}), ("lr 2e-2", {"lr": 2e-2}),
@@ -252,8 +251,8 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=32, help="held-out faces scored (default 32)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--sweep", action="store_true", help="settings around each default instead (presets_sweep.md)")
-    ap.add_argument("--seed", type=int, default=0, help="--sweep: the discovery seed (Grams' faces, LELSD); a "
-                    "non-zero seed writes presets_sweep_seed<N>.md")
+    ap.add_argument("--seed", type=int, default=0, help="the discovery seed (Grams' faces, LELSD, PandA); a "
+                    "non-zero seed writes presets_seed<N>.md / presets_sweep_seed<N>.md")
     args = ap.parse_args(argv)
     harness.pin_threads(args.threads, argv=[])
     import torch
@@ -274,11 +273,12 @@ def main(argv=None):
         print(text)
         harness.write_result("presets_sweep" + (f"_seed{args.seed}" if args.seed else ""), text, args.out_dir)
         return
-    rows, seconds, unexplained = run(quick=args.quick, samples=args.samples, progress=not args.quiet)
+    rows, seconds, unexplained = run(quick=args.quick, samples=args.samples, progress=not args.quiet,
+                                     seed=args.seed)
     text = tables(rows, seconds, unexplained, 4 if args.quick else args.samples)
-    text += f"\n\nWhole run: {time.perf_counter() - t0:.0f} s."
+    text += f"\n\nDiscovery seed {args.seed}. Whole run: {time.perf_counter() - t0:.0f} s."
     print(text)
-    harness.write_result("presets", text, args.out_dir)
+    harness.write_result("presets" + (f"_seed{args.seed}" if args.seed else ""), text, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import importlib.util
 import os
 import re
 import sys
+import warnings
 
 import pytest
 import torch
@@ -37,6 +38,11 @@ def test_resefa_and_lowrankgan_presets():
     assert le.resefa(g).meta["tau"] == 1e-3 and le.resefa(g, preset="official").meta["tau"] == 0.0
     assert le.resefa(g, tau=0.5, preset="official").meta["tau"] == 0.5
     assert le.lowrankgan(g, lamb=1.0).meta["params"]["rpca_method"] == "ialm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # this tiny Gram has no low-rank part at lamb 1/30: no matter
+        assert le.lowrankgan(g).meta["params"]["lamb"] == 1 / 30
+        assert le.lowrankgan(g, preset="official").meta["params"]["lamb"] == 1 / 60
+    assert le.lowrankgan(g, lamb=0.5, preset="official").meta["params"]["lamb"] == 0.5
     assert le.lowrankgan(g, lamb=1.0, preset="official").meta["params"]["rpca_method"] == "official"
     for fn in (le.resefa, le.lowrankgan):
         with pytest.raises(ValueError, match="expected preset in"):
@@ -49,7 +55,7 @@ DOCUMENTED = {
     "lelsd": {"default": {"layers": "deepest2+image", "steps": 150, "lr": 5e-2},
               "official": {"layers": "all", "steps": 300, "lr": 1e-3}},
     "resefa": {"default": {"tau": 1e-3}, "official": {"tau": 0.0}},
-    "lowrankgan": {"default": {"method": "ialm"}, "official": {"method": "official"}},
+    "lowrankgan": {"default": {"method": "ialm", "lamb": 1 / 30}, "official": {"method": "official", "lamb": 1 / 60}},
     "panda": {"default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True},
               "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False}},
 }
@@ -113,3 +119,29 @@ def test_bench_winner_rule(method, a, b, expected):
     name, text = _bench_presets().winner(method, _row(*a), _row(*b))
     assert name == expected, text
     assert text.startswith("tie" if expected == "tie" else f"**{expected}**")
+
+
+@pytest.mark.parametrize("preset", ["default", "official"])
+def test_discover_hands_the_preset_to_panda_and_lowrankgan(preset, dcgan, monkeypatch):
+    # discover / report learn PandA's parts and start LowRankGAN's lamb with the preset asked for
+    from lowrankedit import discover as discover_mod
+    from lowrankedit.methods import lowrankgan as lowrankgan_mod
+
+    seen = {}
+
+    def fake_panda(G, layer, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(le, "panda", fake_panda)
+    with pytest.raises(RuntimeError, match="stop here"):
+        discover_mod.discover(dcgan, "panda", le.models.dcgan_mouth_region(), preset=preset)
+    assert seen["preset"] == preset
+    assert seen["iters"] == (discover_mod.PANDA_DEFAULTS["iters"] if preset == "default" else None)
+    with pytest.raises(ValueError, match=r"learn_parts: expected preset in \('default', 'official'\), got 'x'"):
+        discover_mod.learn_parts(dcgan, preset="x")
+
+    lambs = []
+    monkeypatch.setattr(le, "lowrankgan", lambda gram, lamb, preset: lambs.append((lamb, preset)) or ["a direction"])
+    discover_mod._lowrankgan_nonempty(_gram(), preset)
+    assert lambs == [(lowrankgan_mod.PRESETS[preset]["lamb"], preset)]
