@@ -187,8 +187,8 @@ def tables(rows, seconds, unexplained, samples):
 
 #: Settings tried around each default by ``--sweep``: (label, keyword arguments); the first is the default.
 SWEEP = {
-    "lowrankgan": [("default (lamb 1/30)", {}), ("lamb 1/60 (the paper's)", {"lamb": 1 / 60}),
-                   ("lamb 1/40", {"lamb": 1 / 40}), ("lamb 1/20", {"lamb": 1 / 20}), ("relax 2", {"relax": 2})],
+    "lowrankgan": [("default (lamb 1/40)", {}), ("lamb 1/60 (the paper's)", {"lamb": 1 / 60}),
+                   ("lamb 1/30", {"lamb": 1 / 30}), ("lamb 1/20", {"lamb": 1 / 20}), ("relax 2", {"relax": 2})],
     "resefa": [("default (tau 1e-3)", {}), ("tau 0", {"tau": 0.0}), ("tau 1e-4", {"tau": 1e-4}),
                ("tau 1e-2", {"tau": 1e-2}), ("tau 1e-1", {"tau": 1e-1})],
     "lelsd": [("default (block3+block4+image, lr 5e-2, 150 steps)", {}), ("lr 2e-2", {"lr": 2e-2}),

@@ -39,8 +39,8 @@ def test_resefa_and_lowrankgan_presets():
     assert le.resefa(g, tau=0.5, preset="official").meta["tau"] == 0.5
     assert le.lowrankgan(g, lamb=1.0).meta["params"]["rpca_method"] == "ialm"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # this tiny Gram has no low-rank part at lamb 1/30: no matter
-        assert le.lowrankgan(g).meta["params"]["lamb"] == 1 / 30
+        warnings.simplefilter("ignore", RuntimeWarning)  # this tiny Gram has no low-rank part at lamb 1/40: no matter
+        assert le.lowrankgan(g).meta["params"]["lamb"] == 1 / 40
         assert le.lowrankgan(g, preset="official").meta["params"]["lamb"] == 1 / 60
     assert le.lowrankgan(g, lamb=0.5, preset="official").meta["params"]["lamb"] == 0.5
     assert le.lowrankgan(g, lamb=1.0, preset="official").meta["params"]["rpca_method"] == "official"
@@ -55,7 +55,7 @@ DOCUMENTED = {
     "lelsd": {"default": {"layers": "deepest2+image", "steps": 150, "lr": 5e-2},
               "official": {"layers": "all", "steps": 300, "lr": 1e-3}},
     "resefa": {"default": {"tau": 1e-3}, "official": {"tau": 0.0}},
-    "lowrankgan": {"default": {"method": "ialm", "lamb": 1 / 30}, "official": {"method": "official", "lamb": 1 / 60}},
+    "lowrankgan": {"default": {"method": "ialm", "lamb": 1 / 40}, "official": {"method": "official", "lamb": 1 / 60}},
     "panda": {"default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True},
               "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False}},
 }
