@@ -1,6 +1,6 @@
 """Each method's defaults against its paper settings (``preset="official"``) on the shipped pretrained DCGAN.
 
-Script:  python bench/bench_presets.py [--quick] [--threads N] [--out-dir DIR] [--samples N] [--sweep]
+Script:  python bench/bench_presets.py [--quick] [--threads N] [--out-dir DIR] [--samples N] [--seed N] [--sweep]
          (prints the tables, writes bench/results/presets.md; with --sweep, instead, settings around each default
          of LowRankGAN, ReSeFa and LELSD, scored alike, into bench/results/presets_sweep.md)
 
@@ -22,8 +22,6 @@ The random-weight ``stylegan2`` generator is not measured: it has no pretrained 
 anything about quality.
 """
 import math
-import os
-import sys
 import time
 import warnings
 
