@@ -32,7 +32,7 @@ def discover(G, method, region, *, faces=8, seed=0, preset="default", gram=None,
     seed : int
         Seeds the method.
     preset : {"default", "official"}
-        The method's settings (see each method's ``PRESETS``; PandA has none of its own here).
+        The method's settings (see each method's ``PRESETS``; PandA's parts as :func:`learn_parts` learns them).
     gram : lowrankedit.Gram, optional
         Reuse these Grams (LowRankGAN and ReSeFa on the same region); ``meta["seconds"]`` then adds
         ``gram.meta["seconds"]`` when present.
@@ -68,7 +68,7 @@ def discover(G, method, region, *, faces=8, seed=0, preset="default", gram=None,
                     steps=lelsd_steps)
     else:
         if parts is None:
-            parts = learn_parts(G, seed=seed, progress=progress)
+            parts = learn_parts(G, seed=seed, progress=progress, preset=preset)
             t0 = time.perf_counter()
         before = float(parts.meta.get("seconds", 0.0))
         out = select_part_edit(G, parts, region, faces=faces, seed=seed)
@@ -77,13 +77,14 @@ def discover(G, method, region, *, faces=8, seed=0, preset="default", gram=None,
 
 
 def _lowrankgan_nonempty(gram, preset, tries=6):
-    """LowRankGAN at the paper's ``lamb = 1/60``; where the optimum puts the whole region Gram into the sparse part
-    (no direction: seen with few faces), ``lamb`` is raised 1.25x at a time, as the method's warning advises. The
-    ``lamb`` used is in ``meta["params"]``."""
+    """LowRankGAN at the preset's ``lamb`` (``lowrankgan.PRESETS``); where the optimum puts the whole region Gram into
+    the sparse part (no direction), ``lamb`` is raised 1.25x at a time, as the method's warning advises. The ``lamb``
+    used is in ``meta["params"]``."""
     import warnings
     from . import lowrankgan
+    from .methods.lowrankgan import PRESETS
 
-    lamb = 1 / 60
+    lamb = PRESETS[preset]["lamb"]
     for _ in range(tries):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -106,14 +107,24 @@ def region_gram(G, region, *, faces=8, seed=0, progress=False):
     return gram
 
 
-def learn_parts(G, *, seed=0, progress=False):
-    """PandA parts and appearances with :data:`PANDA_DEFAULTS`, timed in ``meta["seconds"]`` (they do not depend
-    on the region: one run serves every region)."""
+def learn_parts(G, *, seed=0, progress=False, preset="default"):
+    """PandA parts and appearances at :data:`PANDA_DEFAULTS`' layer, ranks and pool, timed in ``meta["seconds"]``
+    (they do not depend on the region: one run serves every region). ``preset="default"`` runs the default step
+    rule for ``PANDA_DEFAULTS["iters"]`` iterations; ``"official"`` every step setting of ``panda``'s official preset
+    (batch 1, fixed ``lr = 1e-8``, 10,000 iterations)."""
+    import warnings
     from . import panda
+    from .methods.panda import PRESETS
 
+    if preset not in PRESETS:
+        raise ValueError(f"learn_parts: expected preset in {tuple(PRESETS)}, got {preset!r}")
     t0 = time.perf_counter()
-    parts = panda(G, PANDA_DEFAULTS["layer"], ranks=PANDA_DEFAULTS["ranks"], iters=PANDA_DEFAULTS["iters"],
-                  n_samples=PANDA_DEFAULTS["n_samples"], seed=seed, progress=progress)
+    iters = PANDA_DEFAULTS["iters"] if preset == "default" else None
+    with warnings.catch_warnings():
+        if preset == "official":  # its fixed lr leaves the parts near their start, as in the paper's code: expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+        parts = panda(G, PANDA_DEFAULTS["layer"], ranks=PANDA_DEFAULTS["ranks"], iters=iters,
+                      n_samples=PANDA_DEFAULTS["n_samples"], seed=seed, progress=progress, preset=preset)
     parts.meta["seconds"] = time.perf_counter() - t0
     return parts
 

@@ -72,7 +72,7 @@ def build_report(G, regions, methods, out, *, faces=8, seed=0, preset="default",
             if method in ("lowrankgan", "resefa") and gram is None:
                 gram = region_gram(G, reg, faces=faces, seed=seed, progress=progress)
             if method == "panda" and parts is None:
-                parts = learn_parts(G, seed=seed, progress=progress)
+                parts = learn_parts(G, seed=seed, progress=progress, preset=preset)
             edit = discover(G, method, reg, faces=faces, seed=seed, preset=preset, gram=gram, parts=parts,
                             progress=progress, lelsd_steps=lelsd_steps)
             edit.save(os.path.join(files, f"{method}_{reg.name}.directions"))
