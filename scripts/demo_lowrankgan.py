@@ -24,7 +24,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faces", type=int, default=4, help="faces edited (rows)")
     ap.add_argument("--gram-faces", type=int, default=1, help="faces whose Grams are averaged")
-    ap.add_argument("--lamb", type=float, default=1 / 60)
+    ap.add_argument("--lamb", type=float, default=None,
+                    help="robust-PCA weight (default: lowrankgan's own, 1/40; the paper's is 1/60)")
     ap.add_argument("--method", default="ialm", choices=["ialm", "official"], help="robust-PCA solver")
     ap.add_argument("--alpha", type=float, default=6.0)
     ap.add_argument("--seed", type=int, default=0)
