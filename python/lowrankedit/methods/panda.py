@@ -100,17 +100,19 @@ def svd_parts(Z, A, rank, *, iters=20, chunk=128):
     N, C, S = Z.shape
     Ad = A.double()
     k = min(S, rank + 8)
-    W = torch.matmul(A.to(Z.dtype).T, Z)  # (N, Rc, S): M = sum_i W_i^T W_i, Rc <= C so no larger than Z
+    Az = A.to(Z.dtype)
 
-    def scatter_times(Q):  # M Q in Z's dtype (a start needs no float64 products), accumulated in float64
-        Q = Q.to(W.dtype)
-        return sum(torch.matmul(w.transpose(1, 2), torch.matmul(w, Q)).sum(0).double() for w in W.split(chunk))
+    def scatter_times(Q):  # M Q = sum_i Z_i^T A A^T Z_i Q: 2 C S k per sample, nothing S x S; in Z's dtype (a
+        # start needs no float64 products), accumulated in float64
+        Q = Q.to(Z.dtype)
+        return sum(torch.matmul(z.transpose(1, 2), torch.matmul(Az, torch.matmul(Az.T, torch.matmul(z, Q)))).sum(0)
+                   .double() for z in Z.split(chunk))
 
     gen = torch.Generator().manual_seed(0)
     Q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64).to(Z.device))[0]
     for _ in range(int(iters)):
         Q = torch.linalg.qr(scatter_times(Q))[0]
-    evals, V = torch.linalg.eigh(Q.T @ scatter_times(Q))  # Rayleigh-Ritz: the eigenvectors in the subspace
+    _, V = torch.linalg.eigh(Q.T @ scatter_times(Q))  # Rayleigh-Ritz: the eigenvectors in the subspace
     U = (Q @ V.flip(1))[:, :rank]
     pos, neg = U.clamp_min(0), (-U).clamp_min(0)
     P = torch.where((pos.norm(dim=0) >= neg.norm(dim=0))[None], pos, neg)
