@@ -71,22 +71,45 @@ def feats4(G):
         return G.features(G.sample_latents(128, seed=0), "block4"), G.features(G.sample_latents(32, seed=99), "block4")
 
 
-def test_block4_result_does_not_depend_on_the_seed(G, feats4):
+@pytest.fixture(scope="module")
+def runs4(G, feats4):
+    """block4 (64, 8) factorizations (150 steps) per (batch size, seed), computed once and shared."""
+    cache = {}
+
+    def run(batch, seed):
+        if (batch, seed) not in cache:
+            train, held = feats4
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                cache[batch, seed] = lowrankedit.panda(G, "block4", ranks=(64, 8), features=train, held_out=held,
+                                                       batch_size=batch, iters=150, seed=seed, progress=False)
+        return cache[batch, seed]
+
+    return run
+
+
+def test_block4_result_does_not_depend_on_the_seed(runs4):
     # The paper's random start lands in a different local minimum for each seed at block4: measured (128 samples,
     # 150 steps, batch 16) 0.547 / 0.564 / 0.537 for seeds 0 / 1 / 2 (256 samples, 400 steps: 0.453 / 0.360). The
     # spectral start (init="svd", the default) reaches 0.456 / 0.463: lower, and the seed (now only the batch
     # order) moves it by 0.007.
-    train, held = feats4
     ends = []
     for seed in (0, 1):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)
-            pa = lowrankedit.panda(G, "block4", ranks=(64, 8), features=train, held_out=held, batch_size=16,
-                                   iters=150, seed=seed, progress=False)
+        pa = runs4(16, seed)
         assert pa.meta["init"] == "svd" and pa.meta["dead_parts"] == [] and pa.meta["reinitialized"] == 0
         ends.append(pa.meta["held_out_end"])
     assert max(ends) < 0.5, ends
     assert abs(ends[0] - ends[1]) < 0.015, ends
+
+
+@pytest.mark.parametrize("batch", [2, pytest.param(1, marks=pytest.mark.xfail(
+    strict=True, reason="known gap (issue 18): at block4 batch 1 ends 0.07 above batch 16 (measured 0.528 vs 0.456; "
+                        "batch 2: 0.470, batch 4: 0.466): one sample per step, 1/16 of the data batch 16 sees"))])
+def test_block4_small_batches_match_batch_16(runs4, batch):
+    ref, pa = runs4(16, 0), runs4(batch, 0)
+    assert pa.meta["dead_parts"] == [] and pa.meta["warnings"] == []
+    assert abs(pa.meta["held_out_end"] - ref.meta["held_out_end"]) < 0.03, (pa.meta["held_out_end"],
+                                                                           ref.meta["held_out_end"])
 
 
 def test_block4_ranks_beyond_its_channels_raise(G, feats4):

@@ -590,7 +590,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         ``meta`` holds the settings, ``history`` (per-sample loss of each batch), ``history_relative`` (fraction of
         each batch's energy unexplained) and ``history_relative_mean`` (its running mean over the last
         ``max(1, min(100, iters // 10))`` iterations), ``held_out_curve`` (``[iteration, seconds, unexplained]``),
-        ``held_out_start`` / ``held_out_end``, ``dead_parts``, ``reinitialized`` and ``warnings``.
+        ``held_out_start`` / ``held_out_end``, ``dead_parts``, ``reinitialized``, ``init`` (``"given"`` with
+        ``init_parts``) and ``warnings``.
 
     Warns
     -----
