@@ -97,7 +97,7 @@ def start_table(G, layer, ranks, n_train, iters, seeds):
 def batch_table(G, rank_lists, batches, n_train, iters, seeds):
     lines = ["## Batch sizes: ours at every batch size (default preset otherwise)", "",
              f"{n_train} training feature maps, 64 held-out, {iters} iterations, seeds {list(seeds)} (the seed draws "
-             "the initial parts and the batch order). `gap`: held-out unexplained energy minus the batch-16 run's for "
+             "the batch order; the parts start from the spectral start). `gap`: held-out unexplained energy minus the batch-16 run's for "
              "the same layer, ranks and seed.", "",
              "| layer | ranks | seed | batch | held-out unexplained | gap vs batch 16 | dead parts (end) | "
              "re-initialized | time (s) | warnings |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -545,7 +545,9 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     batch_size, iters, lr, average, reinit_dead, init : optional
         ``None`` takes the value of ``preset``; a value given overrides it.
 
-        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code).
+        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code). A
+          smaller batch sees fewer samples in the same ``iters``: at DCGAN block3 batch 1, 2 and 4 end within 0.03
+          of batch 16; at block4 batch 1 (and at some ranks batch 2) ends higher (bench/results/panda.md).
         * ``iters``: iterations of Algorithm 1.
         * ``lr``: ``None``: no hand tuning. Each block's step is Armijo-backtracked from ``min(2 x last accepted
           step, 16 / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
