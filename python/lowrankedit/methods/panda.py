@@ -36,6 +36,12 @@ INITS = ("svd", "random")
 # batch from overfitting it. In the averaging window the cap decreases linearly (_cap_schedule): at block4, batch 1
 # settled at 0.422 with it, 0.430 with a 1 / t decrease.
 STEP_CAP = 16.0
+# Below this batch the step cap shrinks in proportion to the batch (the linear scaling rule): every sample's gradient
+# then moves the factors by the same amount at any batch size, and a run is set by the samples it sees (iters x
+# batch), not by its iterations. Measured at DCGAN block4 (64, 8), seed 0: without it batch 1 and 2 ended 0.09 /
+# 0.06 above batch 16 (more iterations made it worse: the noise of a one-sample step, not too few steps); with it
+# and 16 / batch times the iterations, within 0.03 (bench/results/panda.md).
+REFERENCE_BATCH = 16
 DEAD_RELATIVE = 1e-6  # a part whose norm is at most this fraction of the largest part's norm is dead
 
 
@@ -617,6 +623,7 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     check_layer(G, layer, "panda")
     if preset not in PRESETS:
         raise ValueError(f"panda: expected preset to be one of {sorted(PRESETS)}, got {preset!r}")
+    iters_given = iters is not None
     batch_size, iters = _resolve("batch_size", batch_size, preset), _resolve("iters", iters, preset)
     lr, average = _resolve("lr", lr, preset), _resolve("average", average, preset)
     reinit_dead = _resolve("reinit_dead", reinit_dead, preset)
@@ -685,8 +692,16 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
 
     B = min(int(batch_size), N)
     iters = int(iters)
-    line_search = lr is None
-    sigma = spectral_sq(Z) if line_search else None
+    line_search, scale = lr is None, 1.0
+    if line_search:
+        # the step per sample does not depend on the batch (below), so a batch smaller than REFERENCE_BATCH needs
+        # proportionally more iterations to see as many samples: the default counts samples, not iterations
+        scale = min(1.0, B / REFERENCE_BATCH)
+        if not iters_given and preset == "default":
+            iters = int(math.ceil(iters / scale))
+    # the pool's mean ||Z_i||_2^2: a batch's bound is B times it, the same whichever samples the batch holds (a
+    # bound from the batch's own samples weights sample i by 1 / ||Z_i||_2^2 at batch 1: a biased descent)
+    sigma_mean = float(spectral_sq(Z).mean()) if line_search else None
     zsq_pool = Z.double().pow(2).sum((1, 2))
     lr_P = lr_A = float(lr) if lr is not None else None
     avg_from = iters - int(round(average * iters)) if average > 0 else iters
@@ -708,8 +723,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         Zb = Z.index_select(0, idx)
         zsq = float(zsq_pool[idx].sum())
         if line_search:
-            bound_P, bound_A = _step_bounds(float(sigma[idx].sum()), A, P)
-            cap = STEP_CAP * _cap_schedule(t, avg_from, iters)
+            bound_P, bound_A = _step_bounds(B * sigma_mean, A, P)
+            cap = STEP_CAP * scale * _cap_schedule(t, avg_from, iters)
             cap_P = cap / bound_P if bound_P > 0 else math.inf
             cap_A = cap / bound_A if bound_A > 0 else math.inf
             trial_P = cap_P if lr_P is None else min(2 * lr_P, cap_P)
@@ -760,7 +775,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     dead = dead_parts(P)
     problems += _check_result("panda", dead, start, end, check_on)
     meta = {"method": "panda", "generator": fingerprint(G), "layer": layer, "ranks": [Rc, Rs], "preset": preset,
-            "n_samples": N, "batch_size": B, "iters": iters, "lr": lr, "average": float(average),
+            "n_samples": N, "batch_size": B, "iters": iters, "lr": lr,
+            "step_scale": scale if line_search else None, "average": float(average),
             "averaged_iterates": n_avg, "reinit_dead": reinit_dead,
             "init": "given" if init_parts is not None else init, "seed": int(seed), "lr_parts": lr_P,
             "lr_appearances": lr_A, "history": history, "history_relative": relative,
