@@ -21,7 +21,8 @@ from ..region import resample_area
 _NEEDS = ("latent_shape", "sample_latents", "layers", "features", "synthesize_from")
 
 # The two settings of :func:`panda`. "default": the deterministic spectral start of the parts, the bounded,
-# line-searched steps, dead parts re-initialized, the tail of the run averaged (measured best, bench/bench_panda.py).
+# line-searched steps (per sample independent of the batch), dead parts re-initialized, the tail of the run averaged
+# (measured best, bench/bench_panda.py).
 # "official": Algorithm 1 as the official code runs it (uniform random parts, fixed lr, batch 1).
 PRESETS = {
     "default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True, "init": "svd"},
@@ -457,7 +458,8 @@ def spectral_sq(Z, chunk=256):
 def _step_bounds(sigma, A, P):
     """Upper bounds ``(L_P, L_A)`` on the Lipschitz constants of the parts and appearances gradients near ``(A, P)``.
 
-    ``sigma`` bounds ``lambda_max(sum_i Z_i Z_i^T)`` over the batch (the sum of the samples' ``||Z_i||_2^2``). With
+    ``sigma`` bounds ``lambda_max(sum_i Z_i Z_i^T)`` over the batch (the sum of the samples' ``||Z_i||_2^2``; in
+    :func:`panda`, ``B`` times the pool's mean, so a bound on average over the batches, not on each one). With
     ``a = ||A||_2^2``, ``p = ||P||_2^2``: the loss is ``sum ||Z_i||^2 - 2 ||A^T Z_i P||^2 + <G_A Y_i G_P, Y_i>``;
     the quadratic term's Hessian is at most ``4 sigma a`` (parts) / ``4 sigma p`` (appearances) and the quartic
     term's at most ``12 sigma a^2 p`` / ``12 sigma p^2 a``. Both are scale-covariant (features times ``c``: bounds
@@ -551,16 +553,23 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     batch_size, iters, lr, average, reinit_dead, init : optional
         ``None`` takes the value of ``preset``; a value given overrides it.
 
-        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code). A
-          smaller batch sees fewer samples in the same ``iters``: at DCGAN block3 batch 1, 2 and 4 end within 0.03
-          of batch 16; at block4 batch 1 (and at some ranks batch 2) ends higher (bench/results/panda.md).
-        * ``iters``: iterations of Algorithm 1.
+        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code). With
+          ``lr=None`` the step per sample does not depend on the batch (see ``lr``), so a run is set by the samples
+          it sees, ``iters x batch_size``: at DCGAN block3 and block4, batch 1, 2 and 4 with ``16 / batch`` times
+          the iterations end within 0.03 of batch 16 (bench/results/panda.md).
+        * ``iters``: iterations of Algorithm 1. Under ``preset="default"`` and ``lr=None``, leaving it ``None``
+          gives ``1000 x 16 / batch_size`` below batch 16 (the samples batch 16 sees in 1000 iterations), 1000
+          otherwise; ``meta["iters"]`` records the count run.
         * ``lr``: ``None``: no hand tuning. Each block's step is Armijo-backtracked from ``min(2 x last accepted
-          step, 16 / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
-          ``||A||_2``, ``||P||_2`` and the batch's ``sum_i ||Z_i||_2^2`` (scale-free: features times ``c`` give the
-          same factors). A step that does not move the factors does not grow the next one, so no step can run away,
-          even where parts vanish. A float: Algorithm 1 with that fixed step for both blocks, no line search, no
-          bound.
+          step, 16 s / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
+          ``||A||_2``, ``||P||_2`` and ``B`` times the pool's mean ``||Z_i||_2^2`` (scale-free: features times ``c``
+          give the same factors), and ``s = min(1, B / 16)`` (``meta["step_scale"]``, the linear scaling rule).
+          The bound is the same whichever samples a batch holds (one from the batch's own samples would weight
+          sample ``i`` by ``1 / ||Z_i||_2^2`` at batch 1, a biased descent), and ``s`` keeps a one-sample step from
+          being 16 times as noisy as a batch-16 one: at block4, without them, batch 1 and 2 ended 0.09 / 0.06
+          above batch 16 at any number of iterations. A step that does not move the factors does not grow the
+          next one, so no step can run away, even where parts vanish. A float: Algorithm 1 with that fixed step for
+          both blocks, no line search, no bound.
         * ``average``: fraction of the run, at its end, over which the iterates are averaged (0: return the last
           iterate), while the cap ``16 / L`` decreases linearly to ``1 / iters`` of itself. The result then does not
           depend on the last few batches.
@@ -571,7 +580,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
           :func:`svd_parts`), so the factorization does not land in a different local minimum for each seed.
           ``"random"``: uniform in ``[0, 0.01]`` (the paper's).
     preset : {"default", "official"}
-        ``"default"``: ``batch_size=16, iters=1000, lr=None, average=0.5, reinit_dead=True, init="svd"``.
+        ``"default"``: ``batch_size=16, iters=1000`` (``x 16 / batch_size`` below batch 16), ``lr=None,
+        average=0.5, reinit_dead=True, init="svd"``.
         ``"official"``: the paper's Algorithm 1 as its official code runs it: ``batch_size=1, iters=10000,
         lr=1e-8`` (fixed, gradients summed), ``average=0, reinit_dead=False, init="random"``.
     held_out : int or tensor, optional
@@ -598,7 +608,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         ``meta`` holds the settings, ``history`` (per-sample loss of each batch), ``history_relative`` (fraction of
         each batch's energy unexplained) and ``history_relative_mean`` (its running mean over the last
         ``max(1, min(100, iters // 10))`` iterations), ``held_out_curve`` (``[iteration, seconds, unexplained]``),
-        ``held_out_start`` / ``held_out_end``, ``dead_parts``, ``reinitialized``, ``init`` (``"given"`` with
+        ``held_out_start`` / ``held_out_end``, ``step_scale`` (``min(1, B / 16)``, ``None`` with a fixed ``lr``),
+        ``dead_parts``, ``reinitialized``, ``init`` (``"given"`` with
         ``init_parts``) and ``warnings``.
 
     Warns
