@@ -94,19 +94,20 @@ def runs4(G, feats4):
 def test_block4_result_does_not_depend_on_the_seed(runs4):
     # The paper's random start lands in a different local minimum for each seed at block4: measured (128 samples,
     # 100 steps, batch 16) 0.555 / 0.575 / 0.533 for seeds 0 / 1 / 2 (256 samples, 400 steps: 0.453 / 0.360 /
-    # 0.426 / 0.403 for seeds 0-3). The spectral start (init="svd", the default) reaches 0.462 / 0.470: lower, and
-    # the seed (now only the batch order) moves it by 0.008.
+    # 0.426 / 0.403 for seeds 0-3). The spectral start (init="svd", the default) reached 0.462 / 0.470 with the
+    # batch's own bound, and 0.321 / 0.321 with the pool's (now): the seed (only the batch order) moves it by 1e-4.
     ends = []
     for seed in (0, 1):
         pa = runs4(16, seed)
         assert pa.meta["init"] == "svd" and pa.meta["dead_parts"] == [] and pa.meta["reinitialized"] == 0
         ends.append(pa.meta["held_out_end"])
-    assert max(ends) < 0.5, ends
+    assert max(ends) < 0.35, ends
     assert abs(ends[0] - ends[1]) < 0.015, ends
 
 
 # Before the per-sample step (a bound from the batch's own samples, the same cap at every batch, 100 iterations at
-# every batch) batch 1 ended 0.06 above batch 16 here (0.522 vs 0.462).
+# every batch) batch 1 ended 0.06 above batch 16 here (0.522 vs 0.462). Now (100 x 16 / batch iterations): batch 16
+# 0.321, batch 2 0.323, batch 1 0.319 (batch 1 at only 100 iterations, 1/16 of the samples: 0.370).
 @pytest.mark.parametrize("batch", [2, 1])
 def test_block4_small_batches_match_batch_16(runs4, batch):
     ref, pa = runs4(16, 0), runs4(batch, 0)
