@@ -1,5 +1,6 @@
-"""lowrankedit.panda (bounded line-searched steps, tail averaging) vs the official Algorithm 1 (fixed lr, gradients
-summed over a batch of the official size, 1), on the same DCGAN features; and the batch-size table.
+"""lowrankedit.panda (spectral start, bounded line-searched steps, tail averaging) vs the official Algorithm 1 (random
+start, fixed lr, gradients summed over a batch of the official size, 1), on the same DCGAN features; and the
+batch-size table (batch 1, 2, 4, 16 x ranks x block3, block4 x seeds 0, 1).
 
 Run as ``python bench/bench_panda.py [--quick]`` (prints markdown and writes bench/results/panda.md). Both methods
 run on the same kernel (``ops.panda_step``), so the comparison is of the step rules, not of the gradient code.
@@ -43,7 +44,8 @@ def at_time(curve, seconds):
 def comparison(G, layer, ranks, n_train, quick):
     train, held = features(G, layer, n_train, 0), features(G, layer, 64, 99)
     iters_off = 2000 if quick else 10000
-    cases = [("ours (default preset: batch 16, bounded line search, averaging)", dict(ranks=ranks))]
+    cases = [("ours (default preset: batch 16, spectral start, bounded line search, averaging)", dict(ranks=ranks)),
+             ("ours with the paper's random start (`init=\"random\"`)", dict(ranks=ranks, init="random"))]
     for mult in (1, 10, 100):
         cases.append((f"official Algorithm 1, lr = {mult} x 1e-8", dict(ranks=ranks, preset="official",
                                                                           lr=OFFICIAL_LR * mult, iters=iters_off)))
@@ -72,24 +74,45 @@ def comparison(G, layer, ranks, n_train, quick):
     return lines
 
 
-def batch_table(G, layers, rank_list, batches, n_train, iters, seeds):
+def start_table(G, layer, ranks, n_train, iters, seeds):
+    """Batch 16: the spectral start against the paper's random one, over seeds (does the result depend on it?)."""
+    train, held = features(G, layer, n_train, 0), features(G, layer, 64, 99)
+    lines = [f"## The start of the parts: DCGAN {layer}, ranks {ranks}, batch 16", "",
+             f"{n_train} training feature maps, 64 held-out, {iters} iterations, default preset otherwise. The seed "
+             "draws the batch order (and, for `init=\"random\"`, the initial parts).", "",
+             "| init | " + " | ".join(f"seed {s}" for s in seeds) + " | spread (max - min) | dead parts |",
+             "|---|" + "---:|" * len(seeds) + "---:|---:|"]
+    for init in ("svd", "random"):
+        ends, dead = [], 0
+        for seed in seeds:
+            pa, _, _ = run(G, layer, train, held, ranks=ranks, iters=iters, seed=seed, init=init)
+            ends.append(pa.meta["held_out_end"])
+            dead += len(pa.meta["dead_parts"])
+        lines.append(f"| `{init}` | " + " | ".join(f"{e:.3f}" for e in ends) + f" | **{max(ends) - min(ends):.3f}** "
+                     f"| {dead} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def batch_table(G, rank_lists, batches, n_train, iters, seeds):
     lines = ["## Batch sizes: ours at every batch size (default preset otherwise)", "",
-             f"{n_train} training feature maps, 64 held-out, {iters} iterations, seeds {list(seeds)} (the seed draws "
-             "the initial parts and the batch order). `gap`: held-out unexplained energy minus the batch-16 run's for "
+             f"{n_train} training feature maps, 64 held-out, {iters} x 16 / batch iterations (the same "
+             f"{iters * 16} samples seen at every batch: the step per sample does not depend on the batch, as the "
+             f"default `iters` does), seeds {list(seeds)} (the seed draws "
+             "the batch order; the parts start from the spectral start). `gap`: held-out unexplained energy minus the batch-16 run's for "
              "the same layer, ranks and seed.", "",
-             "| layer | ranks | seed | batch | held-out unexplained | gap vs batch 16 | dead parts (end) | "
-             "re-initialized | time (s) | warnings |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| layer | ranks | seed | batch | iters | held-out unexplained | gap vs batch 16 | dead parts (end) | "
+             "re-initialized | time (s) | warnings |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     worst, ref16 = {}, {}
-    for layer in layers:
+    for layer, rank_list in rank_lists.items():
         train, held = features(G, layer, n_train, 0), features(G, layer, 64, 99)
         for ranks in rank_list:
-            if ranks[0] > train.shape[1]:  # Rc <= C: block4 has 64 channels
-                lines.append(f"| {layer} | {ranks} | | - | n/a: Rc = {ranks[0]} > C = {train.shape[1]} | | | | | |")
-                continue
             for seed in seeds:
                 ref = None
                 for b in sorted(batches, reverse=True):
-                    pa, seconds, said = run(G, layer, train, held, ranks=ranks, batch_size=b, iters=iters, seed=seed)
+                    # the same samples seen at every batch (the step per sample does not depend on the batch)
+                    n_it = iters * 16 // min(b, 16)
+                    pa, seconds, said = run(G, layer, train, held, ranks=ranks, batch_size=b, iters=n_it, seed=seed)
                     end = pa.meta["held_out_end"]
                     ref = end if b == 16 else ref
                     if b == 16:
@@ -97,7 +120,7 @@ def batch_table(G, layers, rank_list, batches, n_train, iters, seeds):
                     gap = end - ref
                     key = (layer, seed)
                     worst[key] = max(worst.get(key, 0.0), abs(gap))
-                    lines.append(f"| {layer} | {ranks} | {seed} | {b} | {end:.3f} | {gap:+.3f} | "
+                    lines.append(f"| {layer} | {ranks} | {seed} | {b} | {n_it} | {end:.3f} | {gap:+.3f} | "
                                  f"{len(pa.meta['dead_parts'])} | {pa.meta['reinitialized']} | {seconds:.1f} | "
                                  f"{'; '.join(said) or 'none'} |")
                     print(lines[-1], flush=True)
@@ -105,9 +128,44 @@ def batch_table(G, layers, rank_list, batches, n_train, iters, seeds):
                                                            for (layer, seed), v in worst.items()) + ".",
               "", "Run-to-run spread of the batch-16 result itself (max - min over the seeds): "
               + ", ".join(f"{layer} {ranks}: {max(v) - min(v):.3f}" for (layer, ranks), v in ref16.items())
-              + ". Where it exceeds the 0.03 tolerance (block4: the seeds land in different local minima, "
-              "0.36 and 0.45), a small batch can land in the other one."]
+              + ". Block4 has 64 channels, so ranks (96, 6) and (128, 8) do not exist there (`panda` raises: "
+              "`expected 1 <= Rc <= 64`); it runs (64, 8), (64, 6) and (32, 8) instead."]
     return lines
+
+
+# Measured by hand while closing the small-batch gap (2026-12-02, 1 thread, shared machine), kept with the tables.
+TRIED = """## Small batches at block4: what was tried (DCGAN block4, ranks (64, 8), seed 0, 256 samples)
+
+Before: batch 16 at 400 iterations 0.305; batch 4 / 2 / 1 at 400 iterations 0.329 / 0.363 / 0.394. On the training
+pool, batch 2 stayed at 0.34 from iteration 80 to 320 while batch 16 reached 0.28: the small batch is held up by the
+noise of its steps, not by too few of them (batch 2 at 3200 iterations: 0.428, worse).
+
+| change (held-out unexplained at the end) | batch 16 | batch 4 | batch 2 | batch 1 |
+|---|---:|---:|---:|---:|
+| SVRG: a line-searched pool step every epoch, then inner steps along `g_b(x) - g_b(x_s) + g(x_s)` at the pool's step x N / B, 400 iterations | 0.375 | - | 0.502 | 0.557 |
+| the same, inner steps x 0.25 / x 0.06 | 0.329 / 0.338 | - | 0.371 / 0.377 | 0.481 / 0.375 |
+| SAGA (per-sample gradient table), steps halved until the batch's loss does not increase, 400 iterations | - | - | 0.494 | 0.520 |
+| SAGA, no acceptance test, cap 16 / L_b or 4 / L_b | - | - | diverged (1e5) | diverged |
+| step cap halved when the loss of 64 fixed training samples stops falling (every 20 / 40 iterations), 400 iterations | - | - | 0.352 / 0.358 | 0.362 / 0.382 |
+| the same, going back to the best iterate on each halving | - | - | 0.359 / 0.369 | 0.389 / 0.380 |
+| step scaled by the gradients' signal fraction `|E g|^2 / E|g|^2` (window 16 / 32) | 0.401 | - | 0.460 / 0.413 | 0.484 / 0.442 |
+| cap x B / 16 (linear scaling rule), 400 x 16 / B iterations, bound from the batch's own `sum ||Z_i||_2^2` | (0.305) | 0.321 | 0.338 | 0.360 |
+| bound from the pool's mean `||Z_i||_2^2` (x B), 400 iterations | (0.305) | - | 0.356 | 0.370 |
+| **both (the rule kept)**: pool bound and cap x B / 16, 400 x 16 / B iterations | 0.320 | 0.326 | 0.315 | 0.309 |
+
+SVRG and SAGA need several passes over the pool to pay off, and at batch 1 and 2 the budget is one to three: their
+stale snapshots (tables) pull the factors back, and their steps, unlike the plain batch step, cannot be checked
+against the batch's loss. What closed the gap is that a bound from the batch's own samples makes the step at batch 1
+depend on the sample drawn (sample i weighted by `1 / ||Z_i||_2^2`: a descent of a reweighted loss, biased), and
+that a one-sample step of the batch-16 size is 16 times as noisy; a step per sample independent of the batch makes
+a run depend on the samples it sees.
+
+Open: at block4 (32, 8) seed 1 the batch-16 run itself is the unsettled one (held-out 0.38-0.47 along the run, 0.402
+at 400 iterations, 0.433 at 800 and 1000), while batches 1 and 2 (16 and 8 times the steps, each 1/16 and 1/8 the
+size) reach 0.319-0.329: there the gap is negative and larger than 0.03. The batch-16 step (cap 16 / L) is the
+largest per sample of the grid; at block4 it can be too large. Batch 1 at batch 16's iteration count (1/16 of the
+samples) stays behind: 0.370 against 0.321 (block4 (64, 8), 128 samples, 100 iterations each).
+"""
 
 
 def main(argv=None):
@@ -123,8 +181,13 @@ def main(argv=None):
              f"development machine (other jobs running: times are indicative). Command: "
              f"`python bench/bench_panda.py{' --quick' if args.quick else ''}`.", ""]
     lines += comparison(G, "block3", (128, 8), 256 if args.quick else 1024, args.quick) + [""]
-    lines += batch_table(G, ("block3", "block4"), [(64, 8), (96, 6), (128, 8)], (16, 4, 2, 1),
+    lines += start_table(G, "block4", (64, 8), 128 if args.quick else 256, 100 if args.quick else 400,
+                         (0, 1) if args.quick else (0, 1, 2, 3)) + [""]
+    # block4 has C = 64 channels: Rc = 96 or 128 cannot exist there (panda raises), so it gets ranks that do
+    rank_lists = {"block3": [(64, 8), (96, 6), (128, 8)], "block4": [(64, 8), (64, 6), (32, 8)]}
+    lines += batch_table(G, rank_lists, (16, 4, 2, 1),
                          128 if args.quick else 256, 100 if args.quick else 400, (0,) if args.quick else (0, 1))
+    lines += [""] + TRIED.strip().split("\n")
     lines += ["", f"Total benchmark time {time.perf_counter() - t0:.0f} s."]
     table = "\n".join(lines) + "\n"
     print(table)

@@ -54,8 +54,8 @@ def test_loss_decreases(pa, pool, held_out):
     hist = pa.meta["history_relative"]  # fraction of each batch's energy left unexplained
     assert len(hist) == 400 and len(pa.meta["history"]) == 400
     first, last = sum(hist[:10]) / 10, sum(hist[-10:]) / 10
-    assert last < 0.75 * first  # measured: 0.73 -> 0.46
-    # and on features never seen in training, vs the initialization (HOSVD appearances, uniform parts)
+    assert last < 0.85 * first  # measured: 0.586 -> 0.459 (from the spectral start; the random one: 0.73 -> 0.46)
+    # and on features never seen in training, vs the paper's initialization (HOSVD appearances, uniform parts)
     g = torch.Generator().manual_seed(0)
     P0 = torch.rand(256, RANKS[1], generator=g, dtype=torch.float64) * 0.01
     A0 = hosvd_appearances(pool, RANKS[0])

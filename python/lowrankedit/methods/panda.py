@@ -20,12 +20,16 @@ from ..region import resample_area
 
 _NEEDS = ("latent_shape", "sample_latents", "layers", "features", "synthesize_from")
 
-# The two settings of :func:`panda`. "default": the bounded, line-searched steps, dead parts re-initialized, the tail
-# of the run averaged (measured best, bench/bench_panda.py). "official": Algorithm 1 as the official code runs it.
+# The two settings of :func:`panda`. "default": the deterministic spectral start of the parts, the bounded,
+# line-searched steps (per sample independent of the batch), dead parts re-initialized, the tail of the run averaged
+# (measured best, bench/bench_panda.py).
+# "official": Algorithm 1 as the official code runs it (uniform random parts, fixed lr, batch 1).
 PRESETS = {
-    "default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True},
-    "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False},
+    "default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True, "init": "svd"},
+    "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False,
+                 "init": "random"},
 }
+INITS = ("svd", "random")
 # Largest trial step, in units of the block's step bound 1 / L (_step_bounds, a worst-case bound). Measured on DCGAN
 # block3 (128, 8), uncapped: accepted parts steps of 15-380 / L (median 56 at batch 1, 112 at batch 16). A cap of
 # 16 / L lost nothing at batch 16 (held-out unexplained 0.4356 vs 0.4344 uncapped, 400 steps) and kept batch 1 close
@@ -33,6 +37,12 @@ PRESETS = {
 # batch from overfitting it. In the averaging window the cap decreases linearly (_cap_schedule): at block4, batch 1
 # settled at 0.422 with it, 0.430 with a 1 / t decrease.
 STEP_CAP = 16.0
+# Below this batch the step cap shrinks in proportion to the batch (the linear scaling rule): every sample's gradient
+# then moves the factors by the same amount at any batch size, and a run is set by the samples it sees (iters x
+# batch), not by its iterations. Measured at DCGAN block4 (64, 8), seed 0: without it batch 1 and 2 ended 0.09 /
+# 0.06 above batch 16 (more iterations made it worse: the noise of a one-sample step, not too few steps); with it
+# and 16 / batch times the iterations, within 0.03 (bench/results/panda.md).
+REFERENCE_BATCH = 16
 DEAD_RELATIVE = 1e-6  # a part whose norm is at most this fraction of the largest part's norm is dead
 
 
@@ -80,6 +90,46 @@ def hosvd_appearances(features, rank):
     U = U.flip(1)[:, :rank]
     sign = torch.where(U.sum(0) < 0, -1.0, 1.0).to(U)
     return U * sign
+
+
+def svd_parts(Z, A, rank, *, iters=20, chunk=128):
+    """A deterministic, data-driven start for the parts (NNDSVD-style), ``(S, rank)`` float64.
+
+    The leading ``rank`` eigenvectors ``u_j`` of the spatial scatter ``M = sum_i Z_i^T A A^T Z_i`` (the parts that
+    would be optimal without the non-negativity, for these appearances), each replaced by the larger (in norm) of
+    its positive part ``max(u_j, 0)`` and its negative part ``max(-u_j, 0)``, normalized; then all scaled by the one
+    factor ``c`` that minimizes the loss along ``c P`` (``c^2 = sum ||Y_i||^2 / sum <G_A Y_i G_P, Y_i>``).
+
+    ``Z (N, C, S)``, ``A (C, Rc)``. ``M`` is never formed (it is ``S x S``): its eigenvectors come from ``iters``
+    steps of subspace iteration with ``rank + 8`` columns, started from a fixed (seed 0) draw, so the result does
+    not depend on the caller's seed. Measured on DCGAN block4 (64, 8), 256 samples, 400 steps at batch 16: held-out
+    unexplained energy 0.305 / 0.296 for seeds 0 / 1 (uniform random start: 0.453 / 0.360, two local minima)."""
+    N, C, S = Z.shape
+    Ad = A.double()
+    k = min(S, rank + 8)
+    Az = A.to(Z.dtype)
+
+    def scatter_times(Q):  # M Q = sum_i Z_i^T A A^T Z_i Q: 2 C S k per sample, nothing S x S; in Z's dtype (a
+        # start needs no float64 products), accumulated in float64
+        Q = Q.to(Z.dtype)
+        return sum(torch.matmul(z.transpose(1, 2), torch.matmul(Az, torch.matmul(Az.T, torch.matmul(z, Q)))).sum(0)
+                   .double() for z in Z.split(chunk))
+
+    gen = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64).to(Z.device))[0]
+    for _ in range(int(iters)):
+        Q = torch.linalg.qr(scatter_times(Q))[0]
+    _, V = torch.linalg.eigh(Q.T @ scatter_times(Q))  # Rayleigh-Ritz: the eigenvectors in the subspace
+    U = (Q @ V.flip(1))[:, :rank]
+    pos, neg = U.clamp_min(0), (-U).clamp_min(0)
+    P = torch.where((pos.norm(dim=0) >= neg.norm(dim=0))[None], pos, neg)
+    P = P / P.norm(dim=0).clamp_min(1e-300)
+    GA = Ad.T @ Ad
+    K2 = K4 = 0.0
+    for z in Z.split(chunk):
+        _, Y, K = _quad(z.double(), Ad, GA, P.expand(z.shape[0], *P.shape))
+        K2, K4 = K2 + float((Y * Y).sum()), K4 + float(((K + 2 * Y) * Y).sum())
+    return P * (K2 / K4) ** 0.25 if K4 > 0 and K2 > 0 else P
 
 
 def _quad(Z, A, GA, P):
@@ -408,7 +458,8 @@ def spectral_sq(Z, chunk=256):
 def _step_bounds(sigma, A, P):
     """Upper bounds ``(L_P, L_A)`` on the Lipschitz constants of the parts and appearances gradients near ``(A, P)``.
 
-    ``sigma`` bounds ``lambda_max(sum_i Z_i Z_i^T)`` over the batch (the sum of the samples' ``||Z_i||_2^2``). With
+    ``sigma`` bounds ``lambda_max(sum_i Z_i Z_i^T)`` over the batch (the sum of the samples' ``||Z_i||_2^2``; in
+    :func:`panda`, ``B`` times the pool's mean, so a bound on average over the batches, not on each one). With
     ``a = ||A||_2^2``, ``p = ||P||_2^2``: the loss is ``sum ||Z_i||^2 - 2 ||A^T Z_i P||^2 + <G_A Y_i G_P, Y_i>``;
     the quadratic term's Hessian is at most ``4 sigma a`` (parts) / ``4 sigma p`` (appearances) and the quartic
     term's at most ``12 sigma a^2 p`` / ``12 sigma p^2 a``. Both are scale-covariant (features times ``c``: bounds
@@ -483,7 +534,8 @@ def _resolve(name, value, preset):
 
 
 def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=None, lr=None, preset="default",
-          average=None, reinit_dead=None, held_out=None, init_parts=None, eval_every=None, seed=0, features=None,
+          average=None, reinit_dead=None, init=None, held_out=None, init_parts=None, eval_every=None, seed=0,
+          features=None,
           dtype=torch.float32, progress=True):
     """Learn parts and appearances at one layer of a generator (PandA, Algorithm 1).
 
@@ -498,36 +550,51 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     n_samples : int
         Size of the pool of features sampled once from ``G`` (seeds ``seed``); each iteration draws a random batch
         from the pool's training part. The HOSVD initialization uses the training part.
-    batch_size, iters, lr, average, reinit_dead : optional
+    batch_size, iters, lr, average, reinit_dead, init : optional
         ``None`` takes the value of ``preset``; a value given overrides it.
 
-        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code).
-        * ``iters``: iterations of Algorithm 1.
+        * ``batch_size``: samples per iteration (gradients summed over the batch, as in the official code). With
+          ``lr=None`` the step per sample does not depend on the batch (see ``lr``), so a run is set by the samples
+          it sees, ``iters x batch_size``: at DCGAN block3 and block4, batch 1, 2 and 4 with ``16 / batch`` times
+          the iterations end within 0.03 of batch 16 (bench/results/panda.md).
+        * ``iters``: iterations of Algorithm 1. Under ``preset="default"`` and ``lr=None``, leaving it ``None``
+          gives ``1000 x 16 / batch_size`` below batch 16 (the samples batch 16 sees in 1000 iterations), 1000
+          otherwise; ``meta["iters"]`` records the count run.
         * ``lr``: ``None``: no hand tuning. Each block's step is Armijo-backtracked from ``min(2 x last accepted
-          step, 16 / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
-          ``||A||_2``, ``||P||_2`` and the batch's ``sum_i ||Z_i||_2^2`` (scale-free: features times ``c`` give the
-          same factors). A step that does not move the factors does not grow the next one, so no step can run away,
-          even where parts vanish. A float: Algorithm 1 with that fixed step for both blocks, no line search, no
-          bound.
+          step, 16 s / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
+          ``||A||_2``, ``||P||_2`` and ``B`` times the pool's mean ``||Z_i||_2^2`` (scale-free: features times ``c``
+          give the same factors), and ``s = min(1, B / 16)`` (``meta["step_scale"]``, the linear scaling rule).
+          The bound is the same whichever samples a batch holds (one from the batch's own samples would weight
+          sample ``i`` by ``1 / ||Z_i||_2^2`` at batch 1, a biased descent), and ``s`` keeps a one-sample step from
+          being 16 times as noisy as a batch-16 one: at block4, without them, batch 1 and 2 ended 0.09 / 0.06
+          above batch 16 at any number of iterations. A step that does not move the factors does not grow the
+          next one, so no step can run away, even where parts vanish. A float: Algorithm 1 with that fixed step for
+          both blocks, no line search, no bound.
         * ``average``: fraction of the run, at its end, over which the iterates are averaged (0: return the last
           iterate), while the cap ``16 / L`` decreases linearly to ``1 / iters`` of itself. The result then does not
           depend on the last few batches.
         * ``reinit_dead``: re-draw a part whose norm falls to ``1e-6`` of the largest one's (a dead part receives
           no gradient and would stay dead); ``meta["reinitialized"]`` counts them.
+        * ``init``: the parts' start. ``"svd"``: deterministic, from the leading eigenvectors of the spatial scatter
+          of the features seen through the HOSVD appearances, each cut to its dominant sign (NNDSVD-style,
+          :func:`svd_parts`), so the factorization does not land in a different local minimum for each seed.
+          ``"random"``: uniform in ``[0, 0.01]`` (the paper's).
     preset : {"default", "official"}
-        ``"default"``: ``batch_size=16, iters=1000, lr=None, average=0.5, reinit_dead=True``. ``"official"``: the
-        paper's Algorithm 1 as its official code runs it: ``batch_size=1, iters=10000, lr=1e-8`` (fixed, gradients
-        summed), ``average=0, reinit_dead=False``.
+        ``"default"``: ``batch_size=16, iters=1000`` (``x 16 / batch_size`` below batch 16), ``lr=None,
+        average=0.5, reinit_dead=True, init="svd"``.
+        ``"official"``: the paper's Algorithm 1 as its official code runs it: ``batch_size=1, iters=10000,
+        lr=1e-8`` (fixed, gradients summed), ``average=0, reinit_dead=False, init="random"``.
     held_out : int or tensor, optional
         Features for the end-of-run check and ``meta["held_out_curve"]``: an int takes that many samples off the end
         of the pool (not trained on; default ``min(64, N // 8)``, 0 when the pool has fewer than 16 samples, then
         the check uses the training pool); a ``(M, C, h, w)`` tensor is used as given.
     init_parts : ``(S, Rs)`` tensor, optional
-        Non-negative initial parts instead of the uniform ``[0, 0.01]`` draw.
+        Non-negative initial parts instead of those of ``init``.
     eval_every : int, optional
         Record the held-out unexplained energy every this many iterations (default ``max(1, iters // 20)``).
     seed : int
-        Seeds the pool's latents, the parts' initialization, re-initializations and the batch order.
+        Seeds the pool's latents, the parts' initialization (``init="random"``), re-initializations and the batch
+        order.
     features : ``(N, C, h, w)`` tensor, optional
         Use these features instead of sampling from ``G``.
     dtype : torch dtype
@@ -541,7 +608,9 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         ``meta`` holds the settings, ``history`` (per-sample loss of each batch), ``history_relative`` (fraction of
         each batch's energy unexplained) and ``history_relative_mean`` (its running mean over the last
         ``max(1, min(100, iters // 10))`` iterations), ``held_out_curve`` (``[iteration, seconds, unexplained]``),
-        ``held_out_start`` / ``held_out_end``, ``dead_parts``, ``reinitialized`` and ``warnings``.
+        ``held_out_start`` / ``held_out_end``, ``step_scale`` (``min(1, B / 16)``, ``None`` with a fixed ``lr``),
+        ``dead_parts``, ``reinitialized``, ``init`` (``"given"`` with
+        ``init_parts``) and ``warnings``.
 
     Warns
     -----
@@ -565,9 +634,13 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     check_layer(G, layer, "panda")
     if preset not in PRESETS:
         raise ValueError(f"panda: expected preset to be one of {sorted(PRESETS)}, got {preset!r}")
+    iters_given = iters is not None
     batch_size, iters = _resolve("batch_size", batch_size, preset), _resolve("iters", iters, preset)
     lr, average = _resolve("lr", lr, preset), _resolve("average", average, preset)
     reinit_dead = _resolve("reinit_dead", reinit_dead, preset)
+    init = _resolve("init", init, preset)
+    if init not in INITS:
+        raise ValueError(f"panda: expected init to be one of {list(INITS)}, got {init!r}")
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"panda: expected dtype float32 or float64, got {dtype}")
     for name, v in (("n_samples", n_samples), ("batch_size", batch_size), ("iters", iters)):
@@ -615,7 +688,10 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
 
     A = hosvd_appearances(Z, Rc).to(dtype)
     gen = torch.Generator().manual_seed(int(seed))
-    P = (torch.rand(h * w, Rs, generator=gen, dtype=torch.float64) * 0.01).to(Z.device, dtype)
+    P = (torch.rand(h * w, Rs, generator=gen, dtype=torch.float64) * 0.01).to(Z.device, dtype)  # drawn always:
+    # the generator's later draws (batches, re-initializations) then do not depend on init
+    if init_parts is None and init == "svd":
+        P = svd_parts(Z, A, Rs).to(dtype)
     if init_parts is not None:
         if not isinstance(init_parts, torch.Tensor) or tuple(init_parts.shape) != (h * w, Rs):
             raise ValueError(f"panda: expected init_parts to be a tensor of shape ({h * w}, {Rs}), got "
@@ -627,8 +703,16 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
 
     B = min(int(batch_size), N)
     iters = int(iters)
-    line_search = lr is None
-    sigma = spectral_sq(Z) if line_search else None
+    line_search, scale = lr is None, 1.0
+    if line_search:
+        # the step per sample does not depend on the batch (below), so a batch smaller than REFERENCE_BATCH needs
+        # proportionally more iterations to see as many samples: the default counts samples, not iterations
+        scale = min(1.0, B / REFERENCE_BATCH)
+        if not iters_given and preset == "default":
+            iters = int(math.ceil(iters / scale))
+    # the pool's mean ||Z_i||_2^2: a batch's bound is B times it, the same whichever samples the batch holds (a
+    # bound from the batch's own samples weights sample i by 1 / ||Z_i||_2^2 at batch 1: a biased descent)
+    sigma_mean = float(spectral_sq(Z).mean()) if line_search else None
     zsq_pool = Z.double().pow(2).sum((1, 2))
     lr_P = lr_A = float(lr) if lr is not None else None
     avg_from = iters - int(round(average * iters)) if average > 0 else iters
@@ -650,8 +734,8 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
         Zb = Z.index_select(0, idx)
         zsq = float(zsq_pool[idx].sum())
         if line_search:
-            bound_P, bound_A = _step_bounds(float(sigma[idx].sum()), A, P)
-            cap = STEP_CAP * _cap_schedule(t, avg_from, iters)
+            bound_P, bound_A = _step_bounds(B * sigma_mean, A, P)
+            cap = STEP_CAP * scale * _cap_schedule(t, avg_from, iters)
             cap_P = cap / bound_P if bound_P > 0 else math.inf
             cap_A = cap / bound_A if bound_A > 0 else math.inf
             trial_P = cap_P if lr_P is None else min(2 * lr_P, cap_P)
@@ -702,8 +786,10 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
     dead = dead_parts(P)
     problems += _check_result("panda", dead, start, end, check_on)
     meta = {"method": "panda", "generator": fingerprint(G), "layer": layer, "ranks": [Rc, Rs], "preset": preset,
-            "n_samples": N, "batch_size": B, "iters": iters, "lr": lr, "average": float(average),
-            "averaged_iterates": n_avg, "reinit_dead": reinit_dead, "seed": int(seed), "lr_parts": lr_P,
+            "n_samples": N, "batch_size": B, "iters": iters, "lr": lr,
+            "step_scale": scale if line_search else None, "average": float(average),
+            "averaged_iterates": n_avg, "reinit_dead": reinit_dead,
+            "init": "given" if init_parts is not None else init, "seed": int(seed), "lr_parts": lr_P,
             "lr_appearances": lr_A, "history": history, "history_relative": relative,
             "history_relative_mean": running, "held_out": int(Zh.shape[0]), "checked_on": check_on,
             "held_out_start": start, "held_out_end": end, "held_out_curve": curve, "dead_parts": dead,
