@@ -20,8 +20,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "block_krylov.h"
+#include "rpca_ialm_passes.h"
 
 namespace lowrankedit {
 
@@ -75,6 +77,29 @@ double largest_magnitude(const BlockOperator& apply, int64_t n, int64_t block, i
   return block_krylov_ritz(apply, X0, steps, true).values.abs().max().item<double>();
 }
 
+// The elementwise passes: one fused loop on the CPU (rpca_ialm_passes.h); elsewhere the same arithmetic from
+// in-place ATen ops on the same buffers (no allocation per iteration either).
+void sparse_step(const at::Tensor& M, const at::Tensor& Y, const at::Tensor& L, at::Tensor& S, at::Tensor& X,
+                 double inv_mu, double thr) {
+  if (M.is_cpu()) return rpca_ialm_sparse_step_cpu(M, Y, L, S, X, inv_mu, thr);
+  at::add_out(X, M, Y, inv_mu);  // T
+  at::sub_out(S, X, L);
+  at::softshrink_out(S, S, thr);
+  X.sub_(S);
+}
+
+std::pair<double, double> dual_step(const at::Tensor& M, const at::Tensor& S, const at::Tensor& L_new,
+                                    at::Tensor& L_old, at::Tensor& Y, double mu) {
+  if (M.is_cpu()) return rpca_ialm_dual_step_cpu(M, S, L_new, L_old, Y, mu);
+  L_old.sub_(L_new);  // -(L_new - L_old); the caller swaps L_old out and overwrites it next iteration
+  const auto d2 = L_old.square().sum();
+  at::sub_out(L_old, M, L_new).sub_(S);  // Z
+  const auto z2 = L_old.square().sum();
+  Y.add_(L_old, mu);
+  const auto both = at::stack({z2, d2}).cpu();
+  return {both[0].item<double>(), both[1].item<double>()};
+}
+
 }  // namespace
 
 RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
@@ -100,8 +125,8 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   double mu = o.mu0 > 0 ? o.mu0 : 1.25 / norm2;
   res.mu0 = mu;
   const double mu_max = mu * o.mu_max_factor;
-  auto L = at::zeros_like(M);
-  at::Tensor S, X;
+  // Every (n, n) buffer is allocated once; the passes write into them (rpca_ialm_passes.h).
+  auto L = at::zeros_like(M), L_new = at::empty_like(M), S = at::empty_like(M), X = at::empty_like(M);
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
   // Lin et al. grow the predicted rank by 5% of n; capped at max(5, r) so that a big n does not make the block
@@ -110,11 +135,10 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   auto grow_for = [&](int64_t r) { return std::min(five_percent, std::max<int64_t>(5, r)); };
   Svt svt;
   double tau = 0;
+  const BlockOperator applyX = [&](const at::Tensor& V) { return at::matmul(X, V); };
 
   for (int64_t it = 1; it <= o.max_iter; ++it) {
-    auto T = at::add(M, Y, 1.0 / mu);
-    S = at::softshrink(T - L, res.lamb / mu);
-    X = T.sub_(S);  // the SVT argument M - S + Y/mu
+    sparse_step(M, Y, L, S, X, 1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
     tau = 1.0 / mu;
     // Partial SVT: a block of p >= predicted rank + 1 columns.
     int64_t p = std::min(sv + 1, n);
@@ -125,7 +149,6 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
       const int64_t given = W.defined() ? std::min(W.size(1), cols - 1) : 0;
       auto fresh = randn_like_cpu(n, cols - given, X, gen);
       auto X0 = given ? at::cat({W.narrow(1, 0, given), fresh}, 1) : fresh;
-      const BlockOperator applyX = [&](const at::Tensor& V) { return at::matmul(X, V); };
       auto ritz = block_krylov_ritz(applyX, X0, o.steps, /*by_magnitude=*/true);
       ++res.svt_attempts;
       const int64_t m = ritz.values.size(0);
@@ -148,13 +171,15 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     }
     // Lin et al.'s rank prediction for the next iteration.
     sv = svt.rank < sv ? svt.rank + 1 : std::min(svt.rank + grow_for(svt.rank), n);
-    auto L_new = svt.rank > 0 ? at::matmul(svt.U * svt.w.unsqueeze(0), svt.U.mT()) : at::zeros_like(M);
-    const double dL = at::linalg_matrix_norm(L_new - L, "fro").item<double>();
-    L = L_new;
-    auto Z = M - L - S;
-    res.primal = at::linalg_matrix_norm(Z, "fro").item<double>() / fro;
-    res.dual = mu * dL / fro;
-    Y.add_(Z, mu);
+    if (svt.rank > 0) {
+      at::mm_out(L_new, svt.U * svt.w.unsqueeze(0), svt.U.mT());
+    } else {
+      L_new.zero_();
+    }
+    const auto [z2, d2] = dual_step(M, S, L_new, L, Y, mu);  // Y += mu (M - L_new - S)
+    std::swap(L, L_new);
+    res.primal = std::sqrt(z2) / fro;
+    res.dual = mu * std::sqrt(d2) / fro;
     res.iterations = it;
     res.rank = svt.rank;
     res.mu = mu;
