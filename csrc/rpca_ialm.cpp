@@ -88,16 +88,30 @@ void sparse_step(const at::Tensor& M, const at::Tensor& Y, const at::Tensor& L, 
   X.sub_(S);
 }
 
-std::pair<double, double> dual_step(const at::Tensor& M, const at::Tensor& S, const at::Tensor& L_new,
-                                    at::Tensor& L_old, at::Tensor& Y, double mu) {
-  if (M.is_cpu()) return rpca_ialm_dual_step_cpu(M, S, L_new, L_old, Y, mu);
-  L_old.sub_(L_new);  // -(L_new - L_old); the caller swaps L_old out and overwrites it next iteration
-  const auto d2 = L_old.square().sum();
-  at::sub_out(L_old, M, L_new).sub_(S);  // Z
-  const auto z2 = L_old.square().sum();
-  Y.add_(L_old, mu);
-  const auto both = at::stack({z2, d2}).cpu();
-  return {both[0].item<double>(), both[1].item<double>()};
+double merged_step(const at::Tensor& M, const at::Tensor& L, const at::Tensor& S, at::Tensor& Y, at::Tensor& S_next,
+                   at::Tensor& X, double mu, double inv_mu_next, double thr_next) {
+  if (M.is_cpu()) return rpca_ialm_merged_step_cpu(M, L, S, Y, S_next, X, mu, inv_mu_next, thr_next);
+  at::sub_out(X, M, L).sub_(S);  // Z
+  const double z2 = X.square().sum().item<double>();
+  Y.add_(X, mu);
+  at::add_out(X, M, Y, inv_mu_next);  // T
+  at::sub_out(S_next, X, L);
+  at::softshrink_out(S_next, S_next, thr_next);
+  X.sub_(S_next);
+  return z2;
+}
+
+// ||U1 diag(w1) U1^T - U0 diag(w0) U0^T||_F from the factors (orthonormal U0, U1): with [U1 U0] = Q R, the
+// difference is Q R diag(w1, -w0) R^T Q^T. Householder QR is backward stable, so this is as accurate as the dense
+// difference (rounding of the order eps ||L||) without an (n, n) pass.
+double factor_difference(const at::Tensor& U0, const at::Tensor& w0, const at::Tensor& U1, const at::Tensor& w1) {
+  const bool has0 = U0.defined() && U0.size(1) > 0, has1 = U1.defined() && U1.size(1) > 0;
+  if (!has0 && !has1) return 0.0;
+  if (!has0) return at::linalg_vector_norm(w1, 2, c10::nullopt, false, c10::nullopt).item<double>();
+  if (!has1) return at::linalg_vector_norm(w0, 2, c10::nullopt, false, c10::nullopt).item<double>();
+  const auto R = std::get<1>(at::linalg_qr(at::cat({U1, U0}, 1), "r"));
+  const auto D = at::matmul(R * at::cat({w1, -w0}).unsqueeze(0), R.mT());
+  return at::linalg_matrix_norm(D, "fro").item<double>();
 }
 
 }  // namespace
@@ -126,7 +140,8 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   res.mu0 = mu;
   const double mu_max = mu * o.mu_max_factor;
   // Every (n, n) buffer is allocated once; the passes write into them (rpca_ialm_passes.h).
-  auto L = at::zeros_like(M), L_new = at::empty_like(M), S = at::empty_like(M), X = at::empty_like(M);
+  auto L = at::zeros_like(M), S = at::empty_like(M), S_next = at::empty_like(M), X = at::empty_like(M);
+  at::Tensor U_prev, w_prev;  // the previous L's factors
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
   // Lin et al. grow the predicted rank by 5% of n; capped at max(5, r) so that a big n does not make the block
@@ -137,8 +152,8 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   double tau = 0;
   const BlockOperator applyX = [&](const at::Tensor& V) { return at::matmul(X, V); };
 
+  sparse_step(M, Y, L, S, X, 1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
   for (int64_t it = 1; it <= o.max_iter; ++it) {
-    sparse_step(M, Y, L, S, X, 1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
     tau = 1.0 / mu;
     // Partial SVT: a block of p >= predicted rank + 1 columns.
     int64_t p = std::min(sv + 1, n);
@@ -171,23 +186,31 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     }
     // Lin et al.'s rank prediction for the next iteration.
     sv = svt.rank < sv ? svt.rank + 1 : std::min(svt.rank + grow_for(svt.rank), n);
+    const double dL = factor_difference(U_prev, w_prev, svt.U, svt.w);
+    U_prev = svt.U;
+    w_prev = svt.w;
     if (svt.rank > 0) {
-      at::mm_out(L_new, svt.U * svt.w.unsqueeze(0), svt.U.mT());
+      at::mm_out(L, svt.U * svt.w.unsqueeze(0), svt.U.mT());
     } else {
-      L_new.zero_();
+      L.zero_();
     }
-    const auto [z2, d2] = dual_step(M, S, L_new, L, Y, mu);  // Y += mu (M - L_new - S)
-    std::swap(L, L_new);
+    // One pass: this iteration's residual and dual update, then the next iteration's sparse step and SVT argument
+    // (into S_next and X; S keeps this iteration's S until the stopping test is passed).
+    const double mu_next = std::min(mu * o.rho, mu_max);
+    const double z2 = merged_step(M, L, S, Y, S_next, X, mu, 1.0 / mu_next, res.lamb / mu_next);
     res.primal = std::sqrt(z2) / fro;
-    res.dual = mu * std::sqrt(d2) / fro;
+    res.dual = mu * dL / fro;
     res.iterations = it;
     res.rank = svt.rank;
     res.mu = mu;
-    mu = std::min(mu * o.rho, mu_max);
-    if (res.primal <= o.tol && res.dual <= o.tol) {
-      res.converged = true;
+    res.converged = res.primal <= o.tol && res.dual <= o.tol;
+    if (res.converged || it == o.max_iter) {
+      // This iteration's SVT argument, for the certificate: X_k = M - S_k + Y_k / mu_k = L_k + Y_{k+1} / mu_k.
+      at::add_out(X, L, Y, 1.0 / mu);
       break;
     }
+    std::swap(S, S_next);
+    mu = mu_next;
   }
   res.threshold = tau;
   // Certificate on the last SVT argument X.

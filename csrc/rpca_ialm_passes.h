@@ -6,11 +6,12 @@
 // All tensors (n, n) float64 contiguous on one device.
 #include <ATen/ATen.h>
 
-#include <utility>
 
 // Sparse step: T = M + Y inv_mu;  S = shrink(T - L, thr);  X = T - S (the SVT argument).  M, Y, L read; S, X written.
 void rpca_ialm_sparse_step_cpu(const at::Tensor& M, const at::Tensor& Y, const at::Tensor& L, at::Tensor& S,
                                at::Tensor& X, double inv_mu, double thr);
-// Dual step: Z = M - L_new - S;  Y += mu Z  ->  (sum Z^2, sum (L_new - L_old)^2).  Y written in place.
-std::pair<double, double> rpca_ialm_dual_step_cpu(const at::Tensor& M, const at::Tensor& S, const at::Tensor& L_new,
-                                                  const at::Tensor& L_old, at::Tensor& Y, double mu);
+// Merged step (this iteration's dual update and the next one's sparse step, one pass):
+//   Z = M - L - S;  Y += mu Z;  T = M + Y inv_mu_next;  S_next = shrink(T - L, thr_next);  X = T - S_next
+//   -> sum Z^2.  M, L, S read; Y, S_next, X written.
+double rpca_ialm_merged_step_cpu(const at::Tensor& M, const at::Tensor& L, const at::Tensor& S, at::Tensor& Y,
+                                 at::Tensor& S_next, at::Tensor& X, double mu, double inv_mu_next, double thr_next);
