@@ -14,6 +14,9 @@
 // Certificate: at the end, the largest |eigenvalue| of the last SVT argument outside the kept eigenvectors is
 // estimated by block Lanczos on the deflated operator (I - U U^T) X (I - U U^T) (exact for small n); gap =
 // (1/mu - tail) mu > 0 says no eigenvalue above the threshold was missed.
+// Cost per iteration: the Krylov products X V (n^2 p each), L = U diag(w) U^T into its buffer (n^2 r), and one
+// fused pass over M, L, S, Y writing Y, the next S and X (rpca_ialm_passes.h); ||L_k - L_{k-1}||_F comes from the
+// factors. Six (n, n) float64 buffers in all (M, Y, L, S, next S, X: 4.1 GB at n = 9216).
 #include "rpca_ialm.h"
 
 #include <ATen/CPUGeneratorImpl.h>

@@ -59,8 +59,10 @@ def _top_eigenvectors(M, P, k):
         A = proj(proj(M).T)
     else:
         A = M
-    vals, vecs = torch.lobpcg((A + A.T) / 2, k=k, largest=True, tol=1e-12, niter=1000)
-    return vecs
+    A = (A + A.T) / 2
+    if 3 * k >= A.shape[0]:  # lobpcg needs n > 3k; such a matrix is small
+        return torch.linalg.eigh(A)[1].flip(-1)[:, :k]
+    return torch.lobpcg(A, k=k, largest=True, tol=1e-12, niter=1000)[1]
 
 
 def _thin_directions(L_f, L_b, M_b, width_f, width_b, relax):
@@ -118,7 +120,8 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method=None, tol=1e-7, max_iter=10
     Directions
         ``rank_f`` unit vectors ``(rank_f, *latent_shape)``, best first; ``scores`` are the singular values of
         the region's low-rank part ``L_f``. ``meta`` holds ``principal`` (the unprojected directions),
-        ``rank_f``, ``rank_b``, ``null_dim``, ``projected_norms`` and the robust-PCA ``rpca`` info.
+        ``rank_f``, ``rank_b``, ``null_dim``, ``projected_norms``, ``route`` (``"thin"`` or ``"dense"``, below) and
+        the robust-PCA ``rpca`` info.
 
     Notes
     -----
@@ -129,6 +132,11 @@ def lowrankgan(gram, *, lamb=1 / 60, relax=0, method=None, tol=1e-7, max_iter=10
     official code. The singular vectors of ``L_b``'s zero singular values are ordered by ``M_b`` (its eigenvectors
     in that null space, largest first): where ``L_b = 0``, the official ``k = 1`` then drops the background
     Gram's dominant direction rather than the arbitrary first basis vector of the SVD of a zero matrix.
+
+    Route: where both ranks reported by the robust PCA are below ``D / 2 - 10`` the same quantities come from thin
+    factors (``"thin"``: each ``L``'s eigenvectors from one product ``L Omega`` with ``rank + 10`` random columns,
+    checked to rebuild ``L`` to ``1e-9``; the projection ``v - B B^T v`` with ``B`` the first ``k`` background
+    vectors; never a ``D x D`` SVD); otherwise, or when the check fails, the two full SVDs (``"dense"``).
 
     The two solvers solve the same convex problem but stop differently. On the real DCGAN mouth Grams (face of
     seed 0, ``lamb = 1/60``) the certified optimum of the background problem is ``L_b = 0`` (rank 0: all of it goes
