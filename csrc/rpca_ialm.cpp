@@ -14,14 +14,19 @@
 // Certificate: at the end, the largest |eigenvalue| of the last SVT argument outside the kept eigenvectors is
 // estimated by block Lanczos on the deflated operator (I - U U^T) X (I - U U^T) (exact for small n); gap =
 // (1/mu - tail) mu > 0 says no eigenvalue above the threshold was missed.
+// Cost per iteration: the Krylov products X V (n^2 p each), L = U diag(w) U^T into its buffer (n^2 r), and one
+// fused pass over M, L, S, Y writing Y, the next S and X (rpca_ialm_passes.h); ||L_k - L_{k-1}||_F comes from the
+// factors. Six (n, n) float64 buffers in all (M, Y, L, S, next S, X: 4.1 GB at n = 9216).
 #include "rpca_ialm.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "block_krylov.h"
+#include "rpca_ialm_passes.h"
 
 namespace lowrankedit {
 
@@ -75,6 +80,43 @@ double largest_magnitude(const BlockOperator& apply, int64_t n, int64_t block, i
   return block_krylov_ritz(apply, X0, steps, true).values.abs().max().item<double>();
 }
 
+// The elementwise passes: one fused loop on the CPU (rpca_ialm_passes.h); elsewhere the same arithmetic from
+// in-place ATen ops on the same buffers (no allocation per iteration either).
+void sparse_step(const at::Tensor& M, const at::Tensor& Y, const at::Tensor& L, at::Tensor& S, at::Tensor& X,
+                 double inv_mu, double thr) {
+  if (M.is_cpu()) return rpca_ialm_sparse_step_cpu(M, Y, L, S, X, inv_mu, thr);
+  at::add_out(X, M, Y, inv_mu);  // T
+  at::sub_out(S, X, L);
+  at::softshrink_out(S, S, thr);
+  X.sub_(S);
+}
+
+double merged_step(const at::Tensor& M, const at::Tensor& L, const at::Tensor& S, at::Tensor& Y, at::Tensor& S_next,
+                   at::Tensor& X, double mu, double inv_mu_next, double thr_next) {
+  if (M.is_cpu()) return rpca_ialm_merged_step_cpu(M, L, S, Y, S_next, X, mu, inv_mu_next, thr_next);
+  at::sub_out(X, M, L).sub_(S);  // Z
+  const double z2 = X.square().sum().item<double>();
+  Y.add_(X, mu);
+  at::add_out(X, M, Y, inv_mu_next);  // T
+  at::sub_out(S_next, X, L);
+  at::softshrink_out(S_next, S_next, thr_next);
+  X.sub_(S_next);
+  return z2;
+}
+
+// ||U1 diag(w1) U1^T - U0 diag(w0) U0^T||_F from the factors (orthonormal U0, U1): with [U1 U0] = Q R, the
+// difference is Q R diag(w1, -w0) R^T Q^T. Householder QR is backward stable, so this is as accurate as the dense
+// difference (rounding of the order eps ||L||) without an (n, n) pass.
+double factor_difference(const at::Tensor& U0, const at::Tensor& w0, const at::Tensor& U1, const at::Tensor& w1) {
+  const bool has0 = U0.defined() && U0.size(1) > 0, has1 = U1.defined() && U1.size(1) > 0;
+  if (!has0 && !has1) return 0.0;
+  if (!has0) return at::linalg_vector_norm(w1, 2, c10::nullopt, false, c10::nullopt).item<double>();
+  if (!has1) return at::linalg_vector_norm(w0, 2, c10::nullopt, false, c10::nullopt).item<double>();
+  const auto R = std::get<1>(at::linalg_qr(at::cat({U1, U0}, 1), "r"));
+  const auto D = at::matmul(R * at::cat({w1, -w0}).unsqueeze(0), R.mT());
+  return at::linalg_matrix_norm(D, "fro").item<double>();
+}
+
 }  // namespace
 
 RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
@@ -100,8 +142,9 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   double mu = o.mu0 > 0 ? o.mu0 : 1.25 / norm2;
   res.mu0 = mu;
   const double mu_max = mu * o.mu_max_factor;
-  auto L = at::zeros_like(M);
-  at::Tensor S, X;
+  // Every (n, n) buffer is allocated once; the passes write into them (rpca_ialm_passes.h).
+  auto L = at::zeros_like(M), S = at::empty_like(M), S_next = at::empty_like(M), X = at::empty_like(M);
+  at::Tensor U_prev, w_prev;  // the previous L's factors
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
   // Lin et al. grow the predicted rank by 5% of n; capped at max(5, r) so that a big n does not make the block
@@ -110,11 +153,10 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   auto grow_for = [&](int64_t r) { return std::min(five_percent, std::max<int64_t>(5, r)); };
   Svt svt;
   double tau = 0;
+  const BlockOperator applyX = [&](const at::Tensor& V) { return at::matmul(X, V); };
 
+  sparse_step(M, Y, L, S, X, 1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
   for (int64_t it = 1; it <= o.max_iter; ++it) {
-    auto T = at::add(M, Y, 1.0 / mu);
-    S = at::softshrink(T - L, res.lamb / mu);
-    X = T.sub_(S);  // the SVT argument M - S + Y/mu
     tau = 1.0 / mu;
     // Partial SVT: a block of p >= predicted rank + 1 columns.
     int64_t p = std::min(sv + 1, n);
@@ -125,7 +167,6 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
       const int64_t given = W.defined() ? std::min(W.size(1), cols - 1) : 0;
       auto fresh = randn_like_cpu(n, cols - given, X, gen);
       auto X0 = given ? at::cat({W.narrow(1, 0, given), fresh}, 1) : fresh;
-      const BlockOperator applyX = [&](const at::Tensor& V) { return at::matmul(X, V); };
       auto ritz = block_krylov_ritz(applyX, X0, o.steps, /*by_magnitude=*/true);
       ++res.svt_attempts;
       const int64_t m = ritz.values.size(0);
@@ -148,21 +189,31 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     }
     // Lin et al.'s rank prediction for the next iteration.
     sv = svt.rank < sv ? svt.rank + 1 : std::min(svt.rank + grow_for(svt.rank), n);
-    auto L_new = svt.rank > 0 ? at::matmul(svt.U * svt.w.unsqueeze(0), svt.U.mT()) : at::zeros_like(M);
-    const double dL = at::linalg_matrix_norm(L_new - L, "fro").item<double>();
-    L = L_new;
-    auto Z = M - L - S;
-    res.primal = at::linalg_matrix_norm(Z, "fro").item<double>() / fro;
+    const double dL = factor_difference(U_prev, w_prev, svt.U, svt.w);
+    U_prev = svt.U;
+    w_prev = svt.w;
+    if (svt.rank > 0) {
+      at::mm_out(L, svt.U * svt.w.unsqueeze(0), svt.U.mT());
+    } else {
+      L.zero_();
+    }
+    // One pass: this iteration's residual and dual update, then the next iteration's sparse step and SVT argument
+    // (into S_next and X; S keeps this iteration's S until the stopping test is passed).
+    const double mu_next = std::min(mu * o.rho, mu_max);
+    const double z2 = merged_step(M, L, S, Y, S_next, X, mu, 1.0 / mu_next, res.lamb / mu_next);
+    res.primal = std::sqrt(z2) / fro;
     res.dual = mu * dL / fro;
-    Y.add_(Z, mu);
     res.iterations = it;
     res.rank = svt.rank;
     res.mu = mu;
-    mu = std::min(mu * o.rho, mu_max);
-    if (res.primal <= o.tol && res.dual <= o.tol) {
-      res.converged = true;
+    res.converged = res.primal <= o.tol && res.dual <= o.tol;
+    if (res.converged || it == o.max_iter) {
+      // This iteration's SVT argument, for the certificate: X_k = M - S_k + Y_k / mu_k = L_k + Y_{k+1} / mu_k.
+      at::add_out(X, L, Y, 1.0 / mu);
       break;
     }
+    std::swap(S, S_next);
+    mu = mu_next;
   }
   res.threshold = tau;
   // Certificate on the last SVT argument X.

@@ -146,3 +146,44 @@ def test_partial_method_passes_through():
     assert len(dirs) == len(ref) >= 1
     cos = (dirs.vectors @ ref.vectors.T).abs().diagonal()
     assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5), cos
+
+
+def _dense_directions(gram, lamb, relax, method="ialm"):
+    """The dense route (full SVDs of both L's), forced: the reference of the thin route."""
+    from lowrankedit.methods import lowrankgan as module
+
+    saved = module._thin_directions
+    module._thin_directions = lambda *args: None
+    try:
+        return le.lowrankgan(gram, lamb=lamb, relax=relax, method=method)
+    finally:
+        module._thin_directions = saved
+
+
+@pytest.mark.parametrize("relax", [0, 1])
+def test_thin_route_equals_the_dense_route_on_dcgan_grams(dcgan_case, relax):
+    """The directions from thin factors (range finder on each L, the projection I - U_b U_b^T) equal the full-SVD
+    route's: same ranks, same scores, the same vectors up to sign."""
+    gram, _, _ = dcgan_case
+    thin, dense = le.lowrankgan(gram, relax=relax), _dense_directions(gram, 1 / 60, relax)
+    assert thin.meta["route"] == "thin" and dense.meta["route"] == "dense"
+    for key in ("rank_f", "rank_b", "null_dim", "dropped"):
+        assert thin.meta[key] == dense.meta[key], key
+    assert len(thin) == len(dense) >= 1
+    torch.testing.assert_close(thin.scores, dense.scores, rtol=1e-9, atol=1e-12)
+    cos = (thin.vectors.double() @ dense.vectors.double().T).abs().diagonal()
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-9), cos
+
+
+def test_thin_route_with_a_zero_background_part():
+    """L_b = 0 (the whole background Gram is sparse): k = 1 drops the background Gram's top eigenvector, found
+    without the full basis; equal to the dense route."""
+    J = torch.randn(3, 60, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    gram = le.Gram(J.T @ J, torch.diag(torch.linspace(2, 1, 60, dtype=torch.float64)), 200, 200, (60,),
+                   {"method": "synthetic"})
+    thin, dense = le.lowrankgan(gram, lamb=0.1), _dense_directions(gram, 0.1, 0)
+    assert thin.meta["rank_b"] == dense.meta["rank_b"] == 0 and thin.meta["route"] == "thin"
+    assert len(thin) == len(dense) >= 1
+    cos = (thin.vectors @ dense.vectors.T).abs().diagonal()
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-9), cos
+    assert float(thin.vectors[:, 0].abs().max()) < 1e-9  # e_0 is the diagonal Gram's top eigenvector

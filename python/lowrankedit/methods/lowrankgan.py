@@ -28,6 +28,64 @@ def _right_singular_basis(L, M, rank):
     return torch.cat([low, null @ Q.flip(-1)], dim=1)
 
 
+def _thin_eigenbasis(L, width, generator):
+    """``(U, s)``: the eigenvectors (columns) and singular values ``|eigenvalue|`` of the symmetric ``L``, by
+    decreasing ``s``, from one product ``L Omega`` with ``width`` random columns (the range of a rank-``r`` matrix
+    is that of ``L Omega`` when ``width >= r``); ``None`` when ``U diag(eigenvalues) U^T`` misses part of ``L``
+    (its rank exceeded ``width``). Ranks then follow NumPy's ``matrix_rank`` tolerance on ``s``, as
+    :func:`_matrix_rank` on the full SVD."""
+    omega = torch.randn(L.shape[0], width, dtype=L.dtype, generator=generator)
+    Q = torch.linalg.qr(L @ omega).Q
+    B = Q.T @ L @ Q
+    theta, Z = torch.linalg.eigh((B + B.T) / 2)
+    order = theta.abs().argsort(descending=True)
+    U, theta = Q @ Z[:, order], theta[order]
+    scale = float(L.norm())
+    if scale > 0 and float((L - (U * theta) @ U.T).norm()) > 1e-9 * scale:
+        return None
+    return U, theta.abs()
+
+
+def _rank_of(s, D, dtype):
+    """NumPy's ``matrix_rank`` count on singular values ``s`` of a ``D x D`` matrix (see :func:`_matrix_rank`)."""
+    return int((s > s.max() * D * torch.finfo(dtype).eps).sum()) if s.numel() and s.max() > 0 else 0
+
+
+def _top_eigenvectors(M, P, k):
+    """The ``k`` leading eigenvectors of ``M`` restricted to the orthogonal complement of ``P``'s columns (the
+    null-space ordering of :func:`_right_singular_basis` without the full basis)."""
+    if P.shape[1]:
+        proj = lambda X: X - P @ (P.T @ X)  # noqa: E731
+        A = proj(proj(M).T)
+    else:
+        A = M
+    A = (A + A.T) / 2
+    if 3 * k >= A.shape[0]:  # lobpcg needs n > 3k; such a matrix is small
+        return torch.linalg.eigh(A)[1].flip(-1)[:, :k]
+    return torch.lobpcg(A, k=k, largest=True, tol=1e-12, niter=1000)[1]
+
+
+def _thin_directions(L_f, L_b, M_b, width_f, width_b, relax):
+    """LowRankGAN's principal and projected directions from thin factors (see :func:`lowrankgan`): the leading
+    eigenvectors of ``L_f`` and the range of ``L_b`` from :func:`_thin_eigenbasis`, and the projection
+    ``p = v - B (B^T v)`` onto the complement of the first ``k`` background vectors ``B``; never a ``D x D`` SVD.
+    ``(principal (rank_f, D), s_f, projected (rank_f, D), rank_f, rank_b, k)``, or ``None`` where a Gram's
+    ``L`` has a higher rank than its block holds."""
+    D = L_f.shape[0]
+    g = torch.Generator().manual_seed(0)
+    fg, bg = _thin_eigenbasis(L_f, width_f, g), _thin_eigenbasis(L_b, width_b, g)
+    if fg is None or bg is None:
+        return None
+    (U_f, s_f), (U_b, s_b) = fg, bg
+    rank_f, rank_b = _rank_of(s_f, D, L_f.dtype), _rank_of(s_b, D, L_b.dtype)
+    k = min(max(1, rank_b - int(relax)), D - 1)
+    U_b = U_b[:, :rank_b]
+    B = U_b[:, :k] if k <= rank_b else torch.cat([U_b, _top_eigenvectors(M_b, U_b, k - rank_b)], dim=1)
+    principal = U_f[:, :rank_f].T
+    projected = principal - (principal @ B) @ B.T
+    return principal, s_f[:rank_f], projected, rank_f, rank_b, k
+
+
 #: The robust-PCA solver and sparsity weight per preset. ``"official"``: the official iteration and stopping rule at
 #: the paper's ``lamb = 1/60``. ``"default"``: the fast certified solver at ``lamb = 1/40``. At 1/60 the certified
 #: optimum has no low-rank region part (no direction at all) on 4 of 6 DCGAN eyes / mouth / nose Grams of 8 faces
@@ -66,7 +124,8 @@ def lowrankgan(gram, *, lamb=None, relax=0, method=None, tol=1e-7, max_iter=1000
     Directions
         ``rank_f`` unit vectors ``(rank_f, *latent_shape)``, best first; ``scores`` are the singular values of
         the region's low-rank part ``L_f``. ``meta`` holds ``principal`` (the unprojected directions),
-        ``rank_f``, ``rank_b``, ``null_dim``, ``projected_norms`` and the robust-PCA ``rpca`` info.
+        ``rank_f``, ``rank_b``, ``null_dim``, ``projected_norms``, ``route`` (``"thin"`` or ``"dense"``, below) and
+        the robust-PCA ``rpca`` info.
 
     Notes
     -----
@@ -77,6 +136,11 @@ def lowrankgan(gram, *, lamb=None, relax=0, method=None, tol=1e-7, max_iter=1000
     official code. The singular vectors of ``L_b``'s zero singular values are ordered by ``M_b`` (its eigenvectors
     in that null space, largest first): where ``L_b = 0``, the official ``k = 1`` then drops the background
     Gram's dominant direction rather than the arbitrary first basis vector of the SVD of a zero matrix.
+
+    Route: where both ranks reported by the robust PCA are below ``D / 2 - 10`` the same quantities come from thin
+    factors (``"thin"``: each ``L``'s eigenvectors from one product ``L Omega`` with ``rank + 10`` random columns,
+    checked to rebuild ``L`` to ``1e-9``; the projection ``v - B B^T v`` with ``B`` the first ``k`` background
+    vectors; never a ``D x D`` SVD); otherwise, or when the check fails, the two full SVDs (``"dense"``).
 
     The two solvers solve the same convex problem but stop differently. On the real DCGAN mouth Grams (face of
     seed 0, ``lamb = 1/60``) the certified optimum of the background problem is ``L_b = 0`` (rank 0: all of it goes
@@ -114,23 +178,33 @@ def lowrankgan(gram, *, lamb=None, relax=0, method=None, tol=1e-7, max_iter=1000
     L, _, info = rpca(M, float(lamb), tol=tol, max_iter=max_iter, method=method, progress=progress)
     L_f, L_b = L[0].cpu(), L[1].cpu()
     not_converged = _convergence_warning(info, method, tol, max_iter, op)
-    rank_f, rank_b = _matrix_rank(L_f), _matrix_rank(L_b)
+    # The thin route needs a Krylov-like block of rank + 10 columns per Gram (the rank reported by the robust PCA is
+    # the exact rank of its L = U diag(w) U^T); it replaces the two D x D SVDs wherever that block is narrow.
+    widths = [int(r) + 10 for r in info["rank"].reshape(-1).tolist()]
+    thin = _thin_directions(L_f, L_b, M[1].cpu(), widths[0], widths[1], relax) if max(widths) <= D // 2 else None
+    route = "dense" if thin is None else "thin"
+    if thin is not None:
+        principal, s_f, projected, rank_f, rank_b, k = thin
+    else:
+        rank_f, rank_b = _matrix_rank(L_f), _matrix_rank(L_b)
+        _, s_f, Vh_f = torch.linalg.svd(L_f)
+        # The official k = max(1, rank_b - relax) always drops at least one background direction. k exceeds
+        # rank_b only where L_b = 0 (all of the background Gram went to the sparse part); the official code then
+        # drops the first singular vector of a zero matrix, an arbitrary one. Ordering L_b's null-space basis by
+        # the background Gram makes that the background's dominant direction instead; for rank_b >= 1 the null
+        # space is the official one.
+        V_b = _right_singular_basis(L_b, M[1].cpu(), rank_b)
+        k = min(max(1, rank_b - int(relax)), D - 1)
+        N = V_b[:, k:]  # (D, D - k): orthonormal basis of the background's (relaxed) null space
+        principal = Vh_f[:rank_f]  # (rank_f, D)
+        s_f = s_f[:rank_f]
+        projected = (principal @ N) @ N.T  # Eq. (7): N N^T v for every row v
     if rank_f == 0:
         # Seen on real DCGAN mouth Grams (1 face in 8 at lamb = 1/60): the certified optimum is L_f = 0 there.
         warnings.warn(f"{op}: the region's low-rank part L_f is 0 at lamb = {lamb:g} (the optimum puts the whole "
                       "region Gram into the sparse part), so there are no directions; a larger lamb keeps a "
                       "low-rank part (1/50 did on that face), and method='official' stops early, as the paper's "
                       "code, at a non-zero L_f", RuntimeWarning, stacklevel=2)
-    _, s_f, Vh_f = torch.linalg.svd(L_f)
-    # The official k = max(1, rank_b - relax) always drops at least one background direction. k exceeds rank_b only
-    # where L_b = 0 (all of the background Gram went to the sparse part); the official code then drops the first
-    # singular vector of a zero matrix, an arbitrary one. Ordering L_b's null-space basis by the background Gram
-    # makes that the background's dominant direction instead; for rank_b >= 1 the null space is the official one.
-    V_b = _right_singular_basis(L_b, M[1].cpu(), rank_b)
-    k = min(max(1, rank_b - int(relax)), D - 1)
-    N = V_b[:, k:]  # (D, D - k): orthonormal basis of the background's (relaxed) null space
-    principal = Vh_f[:rank_f]  # (rank_f, D)
-    projected = (principal @ N) @ N.T  # Eq. (7): N N^T v for every row v
     norms = projected.norm(dim=1)
     keep = norms > 1e-12
     vectors = projected[keep] / norms[keep, None]
@@ -145,6 +219,7 @@ def lowrankgan(gram, *, lamb=None, relax=0, method=None, tol=1e-7, max_iter=1000
         "rank_f": rank_f,
         "rank_b": rank_b,
         "null_dim": D - k,
+        "route": route,
         "principal": principal.reshape(rank_f, *latent_shape),
         "projected_norms": norms,
         "dropped": int((~keep).sum()),
@@ -153,7 +228,7 @@ def lowrankgan(gram, *, lamb=None, relax=0, method=None, tol=1e-7, max_iter=1000
         "warnings": [not_converged] if not_converged else [],
         "gram": dict(gram.meta),
     }
-    return Directions(vectors.reshape(-1, *latent_shape).to(gram.fg.dtype), s_f[:rank_f][keep], meta)
+    return Directions(vectors.reshape(-1, *latent_shape).to(gram.fg.dtype), s_f[keep], meta)
 
 
 def _convergence_warning(info, method, tol, max_iter, op):
