@@ -165,7 +165,7 @@ def test_thin_route_equals_the_dense_route_on_dcgan_grams(dcgan_case, relax):
     """The directions from thin factors (range finder on each L, the projection I - U_b U_b^T) equal the full-SVD
     route's: same ranks, same scores, the same vectors up to sign."""
     gram, _, _ = dcgan_case
-    thin, dense = le.lowrankgan(gram, relax=relax), _dense_directions(gram, 1 / 60, relax)
+    thin, dense = le.lowrankgan(gram, lamb=1 / 60, relax=relax), _dense_directions(gram, 1 / 60, relax)
     assert thin.meta["route"] == "thin" and dense.meta["route"] == "dense"
     for key in ("rank_f", "rank_b", "null_dim", "dropped"):
         assert thin.meta[key] == dense.meta[key], key

@@ -56,8 +56,10 @@ DOCUMENTED = {
               "official": {"layers": "all", "steps": 300, "lr": 1e-3}},
     "resefa": {"default": {"tau": 1e-3}, "official": {"tau": 0.0}},
     "lowrankgan": {"default": {"method": "ialm", "lamb": 1 / 40}, "official": {"method": "official", "lamb": 1 / 60}},
-    "panda": {"default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True},
-              "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False}},
+    "panda": {"default": {"batch_size": 16, "iters": 1000, "lr": None, "average": 0.5, "reinit_dead": True,
+                          "init": "svd"},
+              "official": {"batch_size": 1, "iters": 10000, "lr": 1e-8, "average": 0.0, "reinit_dead": False,
+                           "init": "random"}},
 }
 
 
