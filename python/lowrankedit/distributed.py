@@ -21,6 +21,7 @@ hanging. :func:`atomic_write_if_all_finished` writes an output file only once ev
 The collectives run on the device of the tensors: gloo for CPU tensors, NCCL for CUDA tensors (``init`` asks for
 ``"cpu:gloo,cuda:nccl"`` when a GPU is visible), on one code path.
 """
+import atexit
 import datetime
 import math
 import os
@@ -36,7 +37,7 @@ import torch
 DEFAULT_TIMEOUT_S = 600.0
 _PREFIX = "lowrankedit"
 
-_state = {"timeout": None, "group": None, "seq": 0, "heartbeat": None, "generation": 0}
+_state = {"timeout": None, "group": None, "seq": 0, "heartbeat": None, "heartbeat_thread": None, "generation": 0}
 _local = threading.local()
 
 
@@ -217,8 +218,21 @@ def _start_heartbeat():
                 return
             stop.wait(min(5.0, timeout() / 4))
 
-    threading.Thread(target=beat, name=f"lowrankedit-heartbeat-{me}", daemon=True).start()
-    _state["heartbeat"] = stop
+    thread = threading.Thread(target=beat, name=f"lowrankedit-heartbeat-{me}", daemon=True)
+    thread.start()
+    if _state["heartbeat_thread"] is None:
+        atexit.register(_stop_heartbeat)
+    _state["heartbeat"], _state["heartbeat_thread"] = stop, thread
+
+
+def _stop_heartbeat():
+    """At exit, stop the heartbeat and wait for it: a daemon thread still inside the store's C++ ``set`` while the
+    interpreter finalizes aborts the process (seen as an intermittent SIGABRT of a rank that had finished)."""
+    stop, thread = _state["heartbeat"], _state["heartbeat_thread"]
+    if stop is not None:
+        stop.set()
+    if thread is not None:
+        thread.join(timeout=10.0)
 
 
 def _lost_store(tag, exc):
