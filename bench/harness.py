@@ -255,7 +255,7 @@ def peak_rss(fn, *args, **kwargs):
     Resets the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), runs ``fn``, and returns ``VmHWM`` minus
     the ``VmRSS`` before the call. Sees every allocation (BLAS scratch too) but only pages newly touched: memory freed
     earlier and reused is not counted, so run it in a fresh process for a clean figure. Where the reset is not
-    possible (not Linux, no permission) it falls back to the growth of ``ru_maxrss``, a lower bound.
+    possible or ``VmHWM`` does not move (not Linux, no permission, a sandbox) it falls back to the growth of ``ru_maxrss``, a lower bound.
 
     Returns
     -------
@@ -264,11 +264,13 @@ def peak_rss(fn, *args, **kwargs):
     """
     import resource
 
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
+    # The package's probe decides whether VmHWM can be reset and really moves here (some sandboxes freeze it).
+    from lowrankedit.jacobian_gram import _reset_resident_peak, _resident_peak_is_tracked
+
+    if _resident_peak_is_tracked():
+        _reset_resident_peak()
         method, before = "VmHWM", _status_kib("VmRSS")
-    except OSError:
+    else:
         method, before = "ru_maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = fn(*args, **kwargs)
     after = _status_kib("VmHWM") if method == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
