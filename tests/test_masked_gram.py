@@ -115,3 +115,29 @@ def test_region_masks_rows_in_one_gram_only(device, dtype):
 def test_bad_input(J, w, exc, match):
     with pytest.raises(exc, match=match):
         masked_gram(J, w)
+
+
+def _with(value, b, p, d, shape=(2, 4, 3), dtype=torch.float64):
+    J = torch.randn(*shape, dtype=dtype)
+    J[b, p, d] = value
+    return J
+
+
+# J's values are checked through the Grams' diagonals (no pass over J): every entry reaches one of them, whatever
+# its row's weight (0, 1 or between), and so is an entry in the last row or column.
+@pytest.mark.parametrize("where", [(0, 0, 0), (1, 1, 2), (1, 3, 1), (0, 2, 2)], ids=["w0", "w1", "w_half", "w_quarter"])
+@pytest.mark.parametrize("value,word", [(float("nan"), "NaN"), (float("inf"), "Inf"), (-float("inf"), "Inf")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_nonfinite_J_is_refused_whatever_its_weight(where, value, word, dtype):
+    w = torch.tensor([0.0, 1.0, 0.25, 0.5])
+    J = _with(value, *where, dtype=dtype)
+    with pytest.raises(ValueError, match=f"masked_gram: expected J to be finite, got {word} entries"):
+        masked_gram(J, w)
+
+
+def test_overflowing_grams_are_refused_not_returned_as_inf():
+    J = torch.full((1, 4, 2), 1e30, dtype=torch.float32)  # finite, but 4e60 does not fit in float32
+    with pytest.raises(ValueError, match=r"masked_gram: the Grams overflow Float: J is finite but its largest \|entry\| is 1e\+30"):
+        masked_gram(J, torch.full((4,), 0.5))
+    G_in, G_out = masked_gram(J.double(), torch.full((4,), 0.5))  # float64 holds them
+    assert torch.isfinite(G_in).all() and torch.isfinite(G_out).all()
