@@ -1,5 +1,5 @@
 // Entries of panda_grad and panda_step (one stem: same contraction, see csrc/panda_grad.h): validate once (shapes,
-// dtypes, devices, finite factors and step sizes), make contiguous, call the kernels of the device.
+// dtypes, devices, finite factors and step sizes; Z through the loss), make contiguous, call the kernels of the device.
 #include <torch/library.h>
 
 #include <cmath>
@@ -27,7 +27,8 @@ void check_factors(const char* op, const at::Tensor& Z, const at::Tensor& A, con
               " (the spatial size of Z), got P of shape ", P.sizes());
   TORCH_CHECK(Z.numel() > 0 && A.numel() > 0 && P.numel() > 0, op,
               ": expected non-empty Z, A and P, got shapes ", Z.sizes(), ", ", A.sizes(), " and ", P.sizes());
-  lowrankedit::check_finite(op, "Z", Z);
+  // Z's values are checked through the loss (see checked_loss): a scan of Z would be one more pass over the largest
+  // input, and the loss, sum ||Z_i||^2 + <K_i, Y_i>, is NaN or Inf whenever Z holds a NaN or an Inf.
   lowrankedit::check_finite(op, "A", A);
   lowrankedit::check_finite(op, "P", P);
 }
@@ -39,6 +40,16 @@ void check_steps(const char* op, double lr_parts, double lr_appearances, int64_t
                     ": expected lr_appearances to be finite and >= 0, got ", lr_appearances);
   TORCH_CHECK_VALUE(max_backtracks >= 0 && max_backtracks <= 1000, op,
                     ": expected 0 <= max_backtracks <= 1000, got ", max_backtracks);
+}
+
+// A loss that is not finite, with A and P finite, means Z holds a NaN or Inf (worded by scanning Z, only then) or the
+// loss overflowed Z's dtype.
+void checked_loss(const char* op, const at::Tensor& Z, const at::Tensor& loss) {
+  const double v = loss.item<double>();
+  if (std::isfinite(v)) return;
+  lowrankedit::check_finite(op, "Z", Z);
+  TORCH_CHECK_VALUE(false, op, ": the loss overflows ", Z.scalar_type(), ": Z is finite but its largest |entry| is ",
+                    Z.abs().max().item<double>(), "; rescale Z or pass float64");
 }
 
 using Step = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -58,7 +69,10 @@ template <auto kernel>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_entry(const at::Tensor& Z, const at::Tensor& A,
                                                                 const at::Tensor& P) {
   check_factors("panda_grad", Z, A, P);
-  return kernel(Z.contiguous(), A.contiguous(), P.contiguous());
+  const auto Zc = Z.contiguous();
+  auto out = kernel(Zc, A.contiguous(), P.contiguous());
+  checked_loss("panda_grad", Zc, std::get<2>(out));
+  return out;
 }
 
 template <auto kernel>
@@ -66,8 +80,10 @@ Step panda_step_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor
                       double lr_appearances, bool line_search, int64_t max_backtracks) {
   check_factors("panda_step", Z, A, P);
   check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
-  const auto Ac = A.contiguous(), Pc = P.contiguous();
-  return as_step(kernel(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac, Pc);
+  const auto Zc = Z.contiguous(), Ac = A.contiguous(), Pc = P.contiguous();
+  auto out = kernel(Zc, Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks);
+  checked_loss("panda_step", Zc, std::get<2>(out));
+  return as_step(out, Ac, Pc);
 }
 
 }  // namespace

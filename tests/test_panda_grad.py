@@ -161,3 +161,32 @@ def test_errors():
         # meta tensors meet the fake kernel (shapes only), as under torch.compile
         gA, gP, loss = panda_grad(Zc, A.to("meta"), P.to("meta"))
         assert gA.shape == A.shape and gP.shape == P.shape and loss.shape == () and gA.is_meta
+
+
+# Z's values are checked through the loss (no extra pass over Z); A and P up front.
+@pytest.mark.parametrize("value,word", [(float("nan"), "NaN"), (float("inf"), "Inf"), (-float("inf"), "Inf")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("where", [(0, 0, 0), (1, 5, 8)], ids=["first", "last"])
+@pytest.mark.parametrize("op", ["panda_grad", "panda_step"])
+def test_nonfinite_Z_is_refused(value, word, dtype, where, op):
+    Z, A, P = (t.to(dtype) for t in _factors(2, 6, 9, 3, 2, seed=3))
+    Z[where] = value
+    call = (lambda: panda_grad(Z, A, P)) if op == "panda_grad" else (lambda: panda_step(Z, A, P, 1e-3, 1e-3, line_search=True))
+    with pytest.raises(ValueError, match=f"{op}: expected Z to be finite, got {word} entries"):
+        call()
+
+
+@pytest.mark.parametrize("name", ["A", "P"])
+def test_nonfinite_factors_are_refused(name):
+    Z, A, P = _factors(2, 6, 9, 3, 2, seed=3)
+    (A if name == "A" else P)[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=f"panda_grad: expected {name} to be finite, got NaN entries"):
+        panda_grad(Z, A, P)
+
+
+def test_overflowing_loss_is_refused_not_returned_as_inf():
+    Z, A, P = (t.float() for t in _factors(2, 6, 9, 3, 2, seed=3))
+    Z[0, 0, 0] = 1e30  # finite in float32, but its square is not
+    with pytest.raises(ValueError, match=r"panda_grad: the loss overflows Float: Z is finite but its largest \|entry\| is 1e\+30"):
+        panda_grad(Z, A, P)
+    assert torch.isfinite(panda_grad(Z.double(), A.double(), P.double())[2])
