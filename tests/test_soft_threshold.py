@@ -50,10 +50,16 @@ def test_empty(device):
         assert Y.shape == shape
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("where", [0, 100_002, 54_321], ids=["first", "last", "middle"])
 @pytest.mark.parametrize("bad,word", [(float("nan"), "NaN"), (float("inf"), "Inf"), (-float("inf"), "Inf")])
-def test_nan_and_inf_input_are_refused(bad, word):
+def test_nan_and_inf_input_are_refused(bad, word, where, dtype, device):
+    # the kernel finds them in its own pass, in whichever thread's chunk they fall
+    X = torch.randn(100_003, dtype=dtype, device=device)
+    X[where] = bad
     with pytest.raises(ValueError, match=f"soft_threshold: expected X to be finite, got {word} entries"):
-        ops.soft_threshold(torch.tensor([bad, 2.0]), 1.0)
+        ops.soft_threshold(X, 1.0)
 
 
 def test_gradient():
