@@ -55,9 +55,11 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
         quarter of the spectrum (a noise floor, as in planted low rank + sparse).
     tol : float
         ``"official"``: stop when ``||L + S - M||_F <= tol ||M||_F`` (the official rule, primal only).
-        ``"ialm"``: stop when the primal residual ``||L + S - M||_F`` and the dual residual (the ``L``-step's
-        optimality gap, ``mu ||(alpha - 1)(L + S_old - M) + S - S_old||_F``) are both ``<= tol ||M||_F``: the KKT
-        conditions of the convex problem, checked on an iteration with the exact SVT.
+        ``"ialm"``: stop when the primal residual ``||L + S - M||_F / ||M||_F`` and the dual residual (the
+        ``L``-step's optimality gap ``mu ||(alpha - 1)(L + S_old - M) + S - S_old||_F``, divided by ``n``: the RMS
+        entry of a matrix in the multiplier's units, which carry no scale, since ``|Y_ij| <= lamb`` at the optimum)
+        are both ``<= tol``: the KKT conditions of the convex problem, checked on an iteration with the exact SVT.
+        Both residuals are the same for ``M`` and ``c M``.
     max_iter : int
         Iteration cap (per matrix).
     method : {"ialm", "official", "partial"}
@@ -94,7 +96,8 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
     info : dict
         ``method``; per matrix (shape ``M.shape[:-2]``): ``iterations`` (int64, the iterations that matrix took;
         converged matrices are frozen while others go on), ``converged`` (bool), ``primal_residual``
-        (``||L + S - M||_F / ||M||_F``), ``dual_residual`` (``mu ||S_k - S_{k-1}||_F / ||M||_F``), ``rank``
+        (``||L + S - M||_F / ||M||_F``), ``dual_residual`` (``"ialm"``: the gap above over ``n``; ``"official"``: ``mu ||S_k - S_{k-1}||_F / n``,
+        reported, not used to stop), ``rank``
         (int64, rank of ``L``), ``mu`` (final), ``lamb`` (float64).
 
     Notes
