@@ -170,7 +170,7 @@ def main():
         "",
         harness.markdown_table(["case", "old (ms)", "new (ms)", "new / old", "notes"], rows),
     ])
-    print(harness.write_result("builds", text, args.out_dir))
+    print(harness.write_result("builds", text, args.out_dir or harness.RESULTS_DIR))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 // only list of ops (lowrankedit.info()["ops"], the Python wrappers and the tests read it from the dispatcher).
 // An entry validates its inputs once (csrc/common/checks.h) and calls the kernel (csrc/{cpu,cuda}/) or the composed
 // solver (csrc/<op>.cpp) of its device. A CPU-only build registers, for the CUDA key, a kernel that says how to
-// rebuild. Fake (meta) kernels and autograd are registered in Python, next to each wrapper (lowrankedit/ops/).
+// rebuild. Autograd, for the ops users differentiate through, is a C++ kernel on the Autograd key in the op's file
+// (a Python one would cost every call, grad or not); fake (meta) kernels are registered in Python, next to each
+// wrapper (lowrankedit/ops/).
 #include <torch/library.h>
 
 namespace lowrankedit {

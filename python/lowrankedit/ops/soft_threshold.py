@@ -24,18 +24,7 @@ def _fake(X, tau):
     return torch.empty_like(X, memory_format=torch.contiguous_format)
 
 
-def _setup_context(ctx, inputs, output):
-    X, tau = inputs
-    ctx.save_for_backward(X)
-    ctx.tau = tau
-
-
-def _backward(ctx, grad):
-    (X,) = ctx.saved_tensors
-    return grad * (X.abs() > ctx.tau).to(grad.dtype), None
-
-
-torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
+# Its autograd kernel is registered in C++ (pyext/soft_threshold.cpp): a Python one costs every call about 5 us.
 
 
 def soft_threshold(X, tau):
