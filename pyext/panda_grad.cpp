@@ -1,6 +1,9 @@
 // Entries of panda_grad and panda_step (one stem: same contraction, see csrc/panda_grad.h): validate once (shapes,
-// dtypes, devices, finite factors and step sizes), make contiguous, call the kernels of the device.
-#include <torch/library.h>
+// dtypes, devices, finite factors and step sizes), make contiguous, call the kernels of the device. The pybind entry
+// panda_step_reduced (a callback, which a dispatcher schema cannot express) is the same step with every sum over
+// the batch completed by a Python all-reduce: the data-parallel step runs the op's own rule, not a copy of it.
+#include <torch/extension.h>
+#include <pybind11/functional.h>
 
 #include <cmath>
 
@@ -63,11 +66,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_entry(const at::Tensor
 
 template <auto kernel>
 Step panda_step_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
-                      double lr_appearances, bool line_search, int64_t max_backtracks) {
+                      double lr_appearances, bool line_search, int64_t max_backtracks,
+                      const lowrankedit::panda::Reduce* reduce = nullptr) {
   check_factors("panda_step", Z, A, P);
   check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
   const auto Ac = A.contiguous(), Pc = P.contiguous();
-  return as_step(kernel(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks), Ac, Pc);
+  return as_step(kernel(Z.contiguous(), Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks, reduce), Ac,
+                 Pc);
+}
+
+// The registered op: the batch is all in Z (no reduction).
+template <auto kernel>
+Step panda_step_op(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
+                   double lr_appearances, bool line_search, int64_t max_backtracks) {
+  return panda_step_entry<kernel>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks);
 }
 
 }  // namespace
@@ -79,4 +91,27 @@ TORCH_LIBRARY_FRAGMENT(lowrankedit, m) {
         "Tensor lr_parts, Tensor lr_appearances)");
 }
 LOWRANKEDIT_IMPL(panda_grad, &panda_grad_entry<panda_grad_cpu>, &panda_grad_entry<panda_grad_cuda>)
-LOWRANKEDIT_IMPL(panda_step, &panda_step_entry<panda_step_cpu>, &panda_step_entry<panda_step_cuda>)
+LOWRANKEDIT_IMPL(panda_step, &panda_step_op<panda_step_cpu>, &panda_step_op<panda_step_cuda>)
+
+// panda_step(Z, A, P, ...) whose sums over the batch are reduce(local sum) (lowrankedit.distributed.panda_step).
+void bind_panda_step_reduced(pybind11::module_& m) {
+  m.def(
+      "panda_step_reduced",
+      [](const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
+         bool line_search, int64_t max_backtracks, const lowrankedit::panda::Reduce& reduce) {
+        if (Z.is_cuda()) {
+#ifdef WITH_CUDA
+          return panda_step_entry<panda_step_cuda>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks,
+                                                   &reduce);
+#else
+          TORCH_CHECK(false, "panda_step_reduced: got a CUDA tensor, but lowrankedit was built without CUDA kernels");
+#endif
+        }
+        return panda_step_entry<panda_step_cpu>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks,
+                                                &reduce);
+      },
+      "torch.ops.lowrankedit.panda_step with every sum over the batch passed through reduce(tensor) -> tensor",
+      pybind11::arg("Z"), pybind11::arg("A"), pybind11::arg("P"), pybind11::arg("lr_parts"),
+      pybind11::arg("lr_appearances"), pybind11::arg("line_search"), pybind11::arg("max_backtracks"),
+      pybind11::arg("reduce"));
+}

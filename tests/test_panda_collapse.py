@@ -142,12 +142,11 @@ def runs4_bench(G):
 # batch 2 at seed 1 0.319: every parts step was accepted at the cap, and so large a step at batch 16 moved the factors
 # between fits of the held-out's largest sample (55% of its energy), at the same training loss (0.28). With the cap
 # at 4 / L: 0.328 / 0.331, batch 2 0.336.
+# (Batch 2 at seed 1, 3200 steps, is in the benchmark's grid: too slow for CI.)
 def test_block4_batch_16_settles_at_every_seed(runs4_bench):
     b16 = [runs4_bench(16, seed).meta["held_out_end"] for seed in (0, 1)]
-    b2 = runs4_bench(2, 1).meta["held_out_end"]
     assert abs(b16[0] - b16[1]) < 0.03, b16
-    assert abs(b2 - b16[1]) < 0.03, (b2, b16)
-    assert max(b16) < 0.36, b16
+    assert max(b16) < 0.35, b16  # batch 2 and 1 reached 0.319 / 0.329 here with either cap
 
 
 def test_block4_ranks_beyond_its_channels_raise(G, feats4):
