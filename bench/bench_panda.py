@@ -134,7 +134,7 @@ def batch_table(G, rank_lists, batches, n_train, iters, seeds):
 
 
 # Measured by hand while closing the small-batch gap (2026-12-02, 1 thread, shared machine), kept with the tables.
-TRIED = """## Small batches at block4: what was tried (DCGAN block4, ranks (64, 8), seed 0, 256 samples)
+TRIED = """## Small batches at block4: what was tried (DCGAN block4, ranks (64, 8), seed 0, 256 samples, cap 16 / L)
 
 Before: batch 16 at 400 iterations 0.305; batch 4 / 2 / 1 at 400 iterations 0.329 / 0.363 / 0.394. On the training
 pool, batch 2 stayed at 0.34 from iteration 80 to 320 while batch 16 reached 0.28: the small batch is held up by the
@@ -183,8 +183,9 @@ A smaller step is a finer discretization of the same descent: batch 2 takes 8 st
 step, which is why it settled where batch 16 did not. 8 / L is the largest cap tried that holds the grid; 4 / L holds
 too but converges more slowly (block3 (64, 8): 0.460 against 0.445 at 400 steps).
 
-At equal iterations (an explicit `iters`) batch 1 sees 1/16 of batch 16's samples and stays behind: 0.370 against
-0.321 (block4 (64, 8), 128 samples, 100 iterations each, cap 16 / L), as the docstring of `panda` says.
+At equal iterations (an explicit `iters`) batch 1 sees 1/16 of batch 16's samples and stays behind: 0.396 against
+0.321 (block4 (64, 8), 128 samples, 100 iterations each; 0.370 against 0.321 at cap 16 / L), as the docstring of
+`panda` says.
 """
 
 

@@ -106,8 +106,9 @@ def test_block4_result_does_not_depend_on_the_seed(runs4):
 
 
 # Before the per-sample step (a bound from the batch's own samples, the same cap at every batch, 100 iterations at
-# every batch) batch 1 ended 0.06 above batch 16 here (0.522 vs 0.462). Now (100 x 16 / batch iterations): batch 16
-# 0.321, batch 2 0.323, batch 1 0.319 (batch 1 at only 100 iterations, 1/16 of the samples: 0.370).
+# every batch) batch 1 ended 0.06 above batch 16 here (0.522 vs 0.462). With it (100 x 16 / batch iterations, cap
+# 16 / L): batch 16 0.321, batch 2 0.323, batch 1 0.319 (batch 1 at only 100 iterations, 1/16 of the samples: 0.370;
+# 0.396 at the cap of 8 / L now, batch 16 0.321).
 @pytest.mark.parametrize("batch", [2, 1])
 def test_block4_small_batches_match_batch_16(runs4, batch):
     ref, pa = runs4(16, 0), runs4(batch, 0)
