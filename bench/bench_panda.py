@@ -183,6 +183,11 @@ A smaller step is a finer discretization of the same descent: batch 2 takes 8 st
 step, which is why it settled where batch 16 did not. 8 / L is the largest cap tried that holds the grid; 4 / L holds
 too but converges more slowly (block3 (64, 8): 0.460 against 0.445 at 400 steps).
 
+At the default iterations (1000 x 16 / B, 256 samples, cap 8 / L; 2026-12-02 03:44-04:04 UTC, 1 thread, load 4-7),
+block4 batch 16 and the gaps of batch 4 / 2 / 1: (32, 8) seed 0: 0.321, -0.002 / -0.005 / -0.005; seed 1: 0.319,
++0.003 / +0.006 / +0.001; (64, 6) seed 0: 0.434, +0.000 / -0.009 / +0.001; seed 1: 0.433, -0.005 / -0.023 / -0.010
+((64, 8) not run at 1000 x 16 / B for lack of time).
+
 At equal iterations (an explicit `iters`) batch 1 sees 1/16 of batch 16's samples and stays behind: 0.396 against
 0.321 (block4 (64, 8), 128 samples, 100 iterations each; 0.370 against 0.321 at cap 16 / L), as the docstring of
 `panda` says.
