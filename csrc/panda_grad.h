@@ -19,7 +19,16 @@
 // projected step X' = max(0, X - lr G) (or the plain step) that also returns <G, X' - X> for the Armijo test.
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <tuple>
+
+namespace lowrankedit {
+namespace panda {
+// How a batch's sums are completed: nullptr for one process (the sums over Z's samples are the batch's); the
+// data-parallel step (lowrankedit.distributed.panda_step) passes an all-reduce over the ranks' shares of the batch.
+using Reduce = std::function<at::Tensor(const at::Tensor&)>;
+}  // namespace panda
+}  // namespace lowrankedit
 
 // Z: (n,) contiguous float/double -> 0-dim float64 tensor on Z's device: sum Z^2
 at::Tensor panda_sumsq_cpu(const at::Tensor& Z);
@@ -29,10 +38,10 @@ std::tuple<at::Tensor, at::Tensor> panda_project_step_cpu(const at::Tensor& X, c
 // Z: (N, C, S), A: (C, Rc), P: (S, Rs) contiguous -> (grad_A (C, Rc), grad_P (S, Rs), loss 0-dim)
 std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cpu(const at::Tensor& Z, const at::Tensor& A,
                                                               const at::Tensor& P);
-// -> (A', P', loss at (A, P), loss at (A', P'), lr used for P, lr used for A)
+// -> (A', P', loss at (A, P), loss at (A', P'), lr used for P, lr used for A); reduce: see panda::Reduce
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double> panda_step_cpu(
     const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
-    bool line_search, int64_t max_backtracks);
+    bool line_search, int64_t max_backtracks, const lowrankedit::panda::Reduce* reduce);
 
 #ifdef WITH_CUDA
 at::Tensor panda_sumsq_cuda(const at::Tensor& Z);
@@ -42,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cuda(const at::Tensor&
                                                                const at::Tensor& P);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double> panda_step_cuda(
     const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
-    bool line_search, int64_t max_backtracks);
+    bool line_search, int64_t max_backtracks, const lowrankedit::panda::Reduce* reduce);
 #endif
 
 namespace lowrankedit {
@@ -116,60 +125,76 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grad(const at::Tensor& Z, const a
   return {gA, gP, loss};
 }
 
+// The batch's total of a sum over Z's samples: the sum itself in one process, the all-reduce of the ranks' partial
+// sums in the data-parallel step.
+inline at::Tensor total(const Reduce* reduce, const at::Tensor& t) { return reduce ? (*reduce)(t) : t; }
+
+// The one acceptance rule of the line search (both blocks; the op and the data-parallel step both run it):
+// trial(lr) forms a candidate and returns (q at it, <grad, candidate - current>); the first lr = lr0, lr0 / 2, ...
+// (at most max_backtracks halvings) that passes the Armijo test q <= q0 + 1e-4 <grad, candidate - current> is
+// accepted (without line_search: the first). Returns whether one was, and its lr in *lr_used (0.0 if none).
+template <typename Trial>
+bool backtrack(double lr0, bool line_search, int64_t max_backtracks, double q0, Trial&& trial, double* lr_used) {
+  constexpr double armijo = 1e-4;
+  double lr = lr0;
+  for (int64_t t = 0; t <= max_backtracks; ++t, lr *= 0.5) {
+    const auto qd = trial(lr);
+    if (!line_search || qd.first <= q0 + armijo * qd.second) {
+      *lr_used = lr;
+      return true;
+    }
+  }
+  *lr_used = 0.0;
+  return false;
+}
+
 // Algorithm 1, one iteration: P <- max(0, P - lr_P grad_P(A, P)), then A <- A - lr_A grad_A(A, P_new).
 // With line_search, each step is backtracked (lr halved) from the given lr until the Armijo condition
 //   L(new) <= L(old) + 1e-4 <grad, new - old>
-// holds; the trial losses come from the products the next gradient needs anyway (Z P_new for the A step), and the
-// A step's trials need no pass over Z at all. If no trial of a block decreases the loss within max_backtracks,
-// that block is left unchanged and its lr is reported as 0.
+// holds (backtrack above); the trial losses come from the products the next gradient needs anyway (Z P_new for the A
+// step), and the A step's trials need no pass over Z at all. If no trial of a block decreases the loss within
+// max_backtracks, that block is left unchanged and its lr is reported as 0. Every sum over samples (the gradients,
+// the losses) goes through total(reduce, .), so ranks holding shares of a batch take the step of the whole batch.
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double> step(
     const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_P, double lr_A, bool line_search,
-    int64_t max_backtracks) {
-  constexpr double sigma = 1e-4;
-  const auto zsq = Backend::sumsq(Z);
-  const auto p0 = products(Z, A, P);
-  const auto gP = grad_parts(Z, A, P, p0);
+    int64_t max_backtracks, const Reduce* reduce = nullptr) {
+  const auto zsq = total(reduce, Backend::sumsq(Z));
+  auto p0 = products(Z, A, P);
+  p0.q = total(reduce, p0.q);
+  const auto gP = total(reduce, grad_parts(Z, A, P, p0));
 
   // --- parts block ---
-  at::Tensor P1 = P;
-  Products p1 = p0;
+  at::Tensor P1 = P, Pt;
+  Products p1 = p0, pt;
   double lr_P_used = 0.0;
-  {
-    double lr = lr_P;
-    const double q0 = p0.q.item<double>();
-    for (int64_t t = 0; t <= max_backtracks; ++t, lr *= 0.5) {
-      at::Tensor Pt, dir;
-      std::tie(Pt, dir) = Backend::project_step(P, gP, lr, /*nonneg=*/true);
-      const Products pt = products(Z, A, Pt);
-      if (!line_search || pt.q.item<double>() <= q0 + sigma * dir.item<double>()) {
-        P1 = Pt;
-        p1 = pt;
-        lr_P_used = lr;
-        break;
-      }
-    }
+  const auto parts_trial = [&](double lr) {
+    at::Tensor dir;
+    std::tie(Pt, dir) = Backend::project_step(P, gP, lr, /*nonneg=*/true);
+    pt = products(Z, A, Pt);
+    pt.q = total(reduce, pt.q);
+    return std::make_pair(pt.q.item<double>(), dir.item<double>());
+  };
+  if (backtrack(lr_P, line_search, max_backtracks, p0.q.item<double>(), parts_trial, &lr_P_used)) {
+    P1 = Pt;
+    p1 = pt;
   }
 
   // --- appearances block, at the new parts ---
-  const auto gA = grad_appearances(A, p1);
-  at::Tensor A1 = A;
-  Products p2 = p1;
+  const auto gA = total(reduce, grad_appearances(A, p1));
+  at::Tensor A1 = A, At;
+  Products p2 = p1, pa;
   double lr_A_used = 0.0;
-  {
-    double lr = lr_A;
-    const double q1 = p1.q.item<double>();
-    for (int64_t t = 0; t <= max_backtracks; ++t, lr *= 0.5) {
-      at::Tensor At, dir;
-      std::tie(At, dir) = Backend::project_step(A, gA, lr, /*nonneg=*/false);
-      const Products pt = products_from_x(p1.Xj, At, P1, &p1.GP);
-      if (!line_search || pt.q.item<double>() <= q1 + sigma * dir.item<double>()) {
-        A1 = At;
-        p2 = pt;
-        lr_A_used = lr;
-        break;
-      }
-    }
+  const auto appearances_trial = [&](double lr) {
+    at::Tensor dir;
+    std::tie(At, dir) = Backend::project_step(A, gA, lr, /*nonneg=*/false);
+    pa = products_from_x(p1.Xj, At, P1, &p1.GP);
+    pa.q = total(reduce, pa.q);
+    return std::make_pair(pa.q.item<double>(), dir.item<double>());
+  };
+  if (backtrack(lr_A, line_search, max_backtracks, p1.q.item<double>(), appearances_trial, &lr_A_used)) {
+    A1 = At;
+    p2 = pa;
   }
   auto loss = (zsq + p0.q).to(Z.scalar_type());
   auto new_loss = (zsq + p2.q).to(Z.scalar_type());

@@ -1,11 +1,13 @@
 // The only PYBIND11_MODULE: importing lowrankedit._C loads this library, whose static initializers register every
 // op with the dispatcher (pyext/<op>.cpp, see pyext/registration.h); the module itself carries only the build
-// facts and the one callback-taking entry (rpca's progress bar), which a dispatcher schema cannot express.
+// facts and the callback-taking entries (rpca's progress bar, panda's data-parallel step), which a dispatcher
+// schema cannot express.
 #include <torch/extension.h>
 
 #include "registration.h"
 
 void bind_rpca_progress(pybind11::module_& m);
+void bind_panda_step_reduced(pybind11::module_& m);
 
 namespace lowrankedit {
 
@@ -30,4 +32,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("openmp") = false;
 #endif
   bind_rpca_progress(m);
+  bind_panda_step_reduced(m);
 }

@@ -1,6 +1,10 @@
 // Entries of panda_grad and panda_step (one stem: same contraction, see csrc/panda_grad.h): validate once (shapes,
 // dtypes, devices, finite factors and step sizes; Z through the loss), make contiguous, call the kernels of the device.
-#include <torch/library.h>
+// The pybind entry panda_step_reduced (a callback, which a dispatcher schema cannot express) is the same step with
+// every sum over the batch completed by a Python all-reduce: the data-parallel step runs the op's own rule, not a
+// copy of it.
+#include <torch/extension.h>
+#include <pybind11/functional.h>
 
 #include <cmath>
 
@@ -77,13 +81,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_entry(const at::Tensor
 
 template <auto kernel>
 Step panda_step_entry(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
-                      double lr_appearances, bool line_search, int64_t max_backtracks) {
+                      double lr_appearances, bool line_search, int64_t max_backtracks,
+                      const lowrankedit::panda::Reduce* reduce = nullptr) {
   check_factors("panda_step", Z, A, P);
   check_steps("panda_step", lr_parts, lr_appearances, max_backtracks);
+  // Reduced, the loss is the sum over every rank's shard: a rank checks its own Z up front, since a loss that is not
+  // finite would not say whose Z it came from.
+  if (reduce) lowrankedit::check_finite("panda_step", "Z", Z);
   const auto Zc = Z.contiguous(), Ac = A.contiguous(), Pc = P.contiguous();
-  auto out = kernel(Zc, Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks);
-  checked_loss("panda_step", Zc, std::get<2>(out));
+  auto out = kernel(Zc, Ac, Pc, lr_parts, lr_appearances, line_search, max_backtracks, reduce);
+  if (!reduce) checked_loss("panda_step", Zc, std::get<2>(out));
   return as_step(out, Ac, Pc);
+}
+
+// The registered op: the batch is all in Z (no reduction).
+template <auto kernel>
+Step panda_step_op(const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts,
+                   double lr_appearances, bool line_search, int64_t max_backtracks) {
+  return panda_step_entry<kernel>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks);
 }
 
 }  // namespace
@@ -95,4 +110,27 @@ TORCH_LIBRARY_FRAGMENT(lowrankedit, m) {
         "Tensor lr_parts, Tensor lr_appearances)");
 }
 LOWRANKEDIT_IMPL(panda_grad, &panda_grad_entry<panda_grad_cpu>, &panda_grad_entry<panda_grad_cuda>)
-LOWRANKEDIT_IMPL(panda_step, &panda_step_entry<panda_step_cpu>, &panda_step_entry<panda_step_cuda>)
+LOWRANKEDIT_IMPL(panda_step, &panda_step_op<panda_step_cpu>, &panda_step_op<panda_step_cuda>)
+
+// panda_step(Z, A, P, ...) whose sums over the batch are reduce(local sum) (lowrankedit.distributed.panda_step).
+void bind_panda_step_reduced(pybind11::module_& m) {
+  m.def(
+      "panda_step_reduced",
+      [](const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
+         bool line_search, int64_t max_backtracks, const lowrankedit::panda::Reduce& reduce) {
+        if (Z.is_cuda()) {
+#ifdef WITH_CUDA
+          return panda_step_entry<panda_step_cuda>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks,
+                                                   &reduce);
+#else
+          TORCH_CHECK(false, "panda_step_reduced: got a CUDA tensor, but lowrankedit was built without CUDA kernels");
+#endif
+        }
+        return panda_step_entry<panda_step_cpu>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks,
+                                                &reduce);
+      },
+      "torch.ops.lowrankedit.panda_step with every sum over the batch passed through reduce(tensor) -> tensor",
+      pybind11::arg("Z"), pybind11::arg("A"), pybind11::arg("P"), pybind11::arg("lr_parts"),
+      pybind11::arg("lr_appearances"), pybind11::arg("line_search"), pybind11::arg("max_backtracks"),
+      pybind11::arg("reduce"));
+}

@@ -65,10 +65,11 @@ def test_loss_decreases(pa, pool, held_out):
 
 def test_parts_are_local(pa):
     # Locality = fraction of a part's mass inside its own top 10% of pixels (uniform part: 0.10, one confined to
-    # 26 of the 256 positions: 1.0). Measured here: mean 0.65 (0.28 to 0.95) over the 8 parts after 400 steps.
+    # 26 of the 256 positions: 1.0). Measured here: mean 0.63 (0.31 to 0.85) over the 8 parts after 400 steps
+    # (0.65, 0.28 to 0.95 with the earlier step cap of 16 / L).
     loc = pa.locality(top=0.1)
     assert loc.shape == (RANKS[1],)
-    assert float(loc.mean()) > 0.55 and float(loc.max()) > 0.85
+    assert float(loc.mean()) > 0.55 and float(loc.max()) > 0.8
     # the uniform [0, 0.01] initialization scores about 0.19: the locality is learnt
     P0 = torch.rand(256, RANKS[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.01
     assert float(PartsAppearances(pa.appearances, P0, LAYER, (128, 16, 16)).locality().mean()) < 0.25

@@ -85,6 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cpu(const at::Tensor& 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double> panda_step_cpu(
     const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
-    bool line_search, int64_t max_backtracks) {
-  return lowrankedit::panda::step<CpuBackend>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks);
+    bool line_search, int64_t max_backtracks, const lowrankedit::panda::Reduce* reduce) {
+  return lowrankedit::panda::step<CpuBackend>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks,
+                                              reduce);
 }

@@ -109,7 +109,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> panda_grad_cuda(const at::Tensor&
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, double, double> panda_step_cuda(
     const at::Tensor& Z, const at::Tensor& A, const at::Tensor& P, double lr_parts, double lr_appearances,
-    bool line_search, int64_t max_backtracks) {
+    bool line_search, int64_t max_backtracks, const lowrankedit::panda::Reduce* reduce) {
   const c10::cuda::CUDAGuard guard(Z.device());
-  return lowrankedit::panda::step<CudaBackend>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks);
+  return lowrankedit::panda::step<CudaBackend>(Z, A, P, lr_parts, lr_appearances, line_search, max_backtracks,
+                                               reduce);
 }

@@ -7,8 +7,8 @@ ranks, :func:`init` joins the process group, and the library's functions then sp
   the partial Grams in float64 (:func:`work_items`, :func:`all_reduce_sum`);
 * batched :func:`lowrankedit.ops.rpca` and :func:`lowrankedit.ops.generalized_eigh` solve a share of the matrices
   on each rank and gather the results (:func:`shard_batched`);
-* :func:`lowrankedit.panda` is data-parallel over the samples of each batch (:func:`batch_sum`,
-  :func:`panda_step`).
+* :func:`lowrankedit.panda` is data-parallel over the samples of each batch (:func:`panda_step`: the op's own step,
+  its sums over the batch all-reduced).
 
 Every rank returns the same result, equal to the single-process one up to float64 summation order. Without an
 initialized process group (or with one rank) every function here is the identity of the single-process code.
@@ -480,40 +480,28 @@ def shard_batched(fn, batched, *args, core_dims=2, per_matrix=(), tag=None, **kw
 def panda_step(Z, A, P, lr_parts, lr_appearances=None, *, line_search=False, max_backtracks=40):
     """:func:`lowrankedit.ops.panda_step` with the batch's samples shared over the ranks.
 
-    The same rule as the op: a projected step in the parts, then a step in the appearances at the new parts, each
-    halved until the Armijo test holds when ``line_search``, a block with no decreasing trial left unchanged (step
-    0.0). Every loss and gradient is a :func:`batch_sum` of :func:`~lowrankedit.ops.panda_grad` over the ranks'
-    shares of ``Z``, so each rank takes the same step as one process holding the whole batch."""
-    from .ops.panda_grad import PandaStep, panda_grad
+    Each rank runs the op's own step (the C++ rule: trials, Armijo test, halving) on its share of ``Z``, with every
+    sum over the batch (the loss of each trial, the two gradients) completed by an all-reduce in float64, so each rank
+    takes the same step as one process holding the whole batch. Without sharing it is the op."""
+    from ._ext import _C
+    from .ops.panda_grad import PandaStep, _lr_value, panda_step as step_op
 
-    sigma = 1e-4
-    lr_appearances = lr_parts if lr_appearances is None else lr_appearances
+    if not active():
+        return step_op(Z, A, P, lr_parts, lr_appearances, line_search=line_search, max_backtracks=max_backtracks)
+    lr_parts = _lr_value("panda_step", "lr_parts", lr_parts)
+    lr_appearances = lr_parts if lr_appearances is None else _lr_value("panda_step", "lr_appearances",
+                                                                       lr_appearances)
+    share = split(Z.shape[0])
+    # fewer samples than ranks: this rank adds a zero contribution of the right shapes
+    Zs, scale = (Z[share.start:share.stop], 1.0) if len(share) else (Z[:1], 0.0)
 
-    def grad(A_, P_):
-        return batch_sum(panda_grad, Z, A_, P_, tag="panda_step")
+    def reduce(x):
+        return all_reduce_sum(x.double() * scale if scale != 1.0 else x, "panda_step").to(x.dtype)
 
-    gA0, gP, loss0 = grad(A, P)
-    P1, lr_P, L1, gA = P, 0.0, loss0, None
-    lr = float(lr_parts)
-    for _ in range(int(max_backtracks) + 1):
-        Pt = (P - lr * gP).clamp_min(0)
-        gAt, _, Lt = grad(A, Pt)
-        if not line_search or float(Lt) <= float(loss0) + sigma * float((gP.double() * (Pt - P).double()).sum()):
-            P1, lr_P, L1, gA = Pt, lr, Lt, gAt
-            break
-        lr *= 0.5
-    if gA is None:  # no parts trial accepted: the appearances step starts from the old factors
-        gA = gA0
-    A1, lr_A, L2 = A, 0.0, L1
-    lr = float(lr_appearances)
-    for _ in range(int(max_backtracks) + 1):
-        At = A - lr * gA
-        _, _, Lt = grad(At, P1)
-        if not line_search or float(Lt) <= float(L1) + sigma * float((gA.double() * (At - A).double()).sum()):
-            A1, lr_A, L2 = At, lr, Lt
-            break
-        lr *= 0.5
-    return PandaStep(A1, P1, loss0, L2, lr_P, lr_A)
+    A1, P1, loss, new_loss, lr_P, lr_A = _C.panda_step_reduced(Zs.detach(), A.detach(), P.detach(), lr_parts,
+                                                               lr_appearances, bool(line_search),
+                                                               int(max_backtracks), reduce)
+    return PandaStep(A1, P1, loss, new_loss, float(lr_P), float(lr_A))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -31,12 +31,18 @@ PRESETS = {
 }
 INITS = ("svd", "random")
 # Largest trial step, in units of the block's step bound 1 / L (_step_bounds, a worst-case bound). Measured on DCGAN
-# block3 (128, 8), uncapped: accepted parts steps of 15-380 / L (median 56 at batch 1, 112 at batch 16). A cap of
-# 16 / L lost nothing at batch 16 (held-out unexplained 0.4356 vs 0.4344 uncapped, 400 steps) and kept batch 1 close
-# to it (0.448 vs 0.504 uncapped; 32 / L: 0.55 at block4): the line search fits one batch, the cap keeps a small
-# batch from overfitting it. In the averaging window the cap decreases linearly (_cap_schedule): at block4, batch 1
-# settled at 0.422 with it, 0.430 with a 1 / t decrease.
-STEP_CAP = 16.0
+# block3 (128, 8), uncapped: accepted parts steps of 15-380 / L (median 56 at batch 1, 112 at batch 16): the line
+# search fits one batch, the cap keeps a step from overfitting it. Under a cap the parts step is accepted at the cap
+# at every iteration, so the cap is the step. At 16 / L, block4 (32, 8) at batch 16 ended 0.320 / 0.402 for seeds 0
+# / 1 (256 samples, 400 steps; the batch order only): both at a training loss of 0.28, the seed-1 run moving between
+# fits of the held-out's largest sample (55% of its energy) and batch 2 ending 0.319 there. At 8 / L: 0.323 / 0.314,
+# every batch within 0.03 of batch 16 at block3 and block4 (bench/results/panda.md); 4 / L also holds but is slower
+# (block3 (64, 8) at 400 steps: 0.460, against 0.445 at 16 / L). In the averaging window the cap decreases linearly
+# (_cap_schedule): at block4, batch 1 settled at 0.422 with it, 0.430 with a 1 / t decrease.
+STEP_CAP = 8.0
+# The per-sample refinement (Eq. 6, refine_parts) keeps the cap it was measured with: each sample there is its own
+# deterministic problem (no batches to move between).
+REFINE_STEP_CAP = 16.0
 # Below this batch the step cap shrinks in proportion to the batch (the linear scaling rule): every sample's gradient
 # then moves the factors by the same amount at any batch size, and a run is set by the samples it sees (iters x
 # batch), not by its iterations. Measured at DCGAN block4 (64, 8), seed 0: without it batch 1 and 2 ended 0.09 /
@@ -146,7 +152,7 @@ def refine_parts(Z, A, P, *, iters=50, lr=None, max_backtracks=20):
 
     ``Z (N, C, S)``, ``A (C, Rc)``, ``P (S, Rs)``. Every sample is its own problem; they run together, each with its
     own Armijo-backtracked step, from ``lr`` (a float or ``(N,)``) or ``1 / ||Z_i||_F^2``. As in :func:`panda`, the
-    trial is ``min(2 x last accepted step, STEP_CAP / L_i)`` with ``L_i`` the sample's Lipschitz bound
+    trial is ``min(2 x last accepted step, 16 / L_i)`` with ``L_i`` the sample's Lipschitz bound
     (:func:`_step_bounds`), halved on every rejected trial, and a step that moved nothing does not grow. The
     gradient is the same re-associated one as :func:`lowrankedit.ops.panda_grad`, batched over per-sample parts
     (``torch.bmm``)."""
@@ -164,7 +170,7 @@ def refine_parts(Z, A, P, *, iters=50, lr=None, max_backtracks=20):
         g = 2 * (torch.bmm(Pn, torch.bmm(Y.transpose(1, 2), torch.matmul(GA, Y)))
                  + torch.bmm(Z.transpose(1, 2), torch.matmul(A, K)))
         bound, _ = _bounds(sigma, a, torch.linalg.matrix_norm(Pn, ord=2) ** 2)
-        cap = torch.where(bound > 0, STEP_CAP / bound.clamp_min(torch.finfo(Z.dtype).tiny), lr * 2)
+        cap = torch.where(bound > 0, REFINE_STEP_CAP / bound.clamp_min(torch.finfo(Z.dtype).tiny), lr * 2)
         trial = torch.minimum(lr * 2, cap)
         pending = torch.ones(N, dtype=torch.bool, device=Z.device)
         moved = torch.zeros(N, dtype=torch.bool, device=Z.device)
@@ -559,9 +565,13 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
           the iterations end within 0.03 of batch 16 (bench/results/panda.md).
         * ``iters``: iterations of Algorithm 1. Under ``preset="default"`` and ``lr=None``, leaving it ``None``
           gives ``1000 x 16 / batch_size`` below batch 16 (the samples batch 16 sees in 1000 iterations), 1000
-          otherwise; ``meta["iters"]`` records the count run.
+          otherwise; ``meta["iters"]`` records the count run. An ``iters`` given explicitly is run as given, so a
+          batch below 16 then sees only ``batch_size / 16`` of the samples batch 16 sees and ends behind it: at
+          DCGAN block4 (64, 8), 128 samples, 100 iterations each, batch 1 ends at 0.396 against batch 16's 0.321
+          (held-out unexplained energy). Not a fault of the step rule: give small batches proportionally more
+          iterations (or leave ``iters=None``).
         * ``lr``: ``None``: no hand tuning. Each block's step is Armijo-backtracked from ``min(2 x last accepted
-          step, 16 s / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
+          step, 8 s / L)``, with ``L`` an upper bound on the block's Lipschitz constant computed every iteration from
           ``||A||_2``, ``||P||_2`` and ``B`` times the pool's mean ``||Z_i||_2^2`` (scale-free: features times ``c``
           give the same factors), and ``s = min(1, B / 16)`` (``meta["step_scale"]``, the linear scaling rule).
           The bound is the same whichever samples a batch holds (one from the batch's own samples would weight
@@ -571,7 +581,7 @@ def panda(G, layer, *, ranks=(64, 8), n_samples=1024, batch_size=None, iters=Non
           next one, so no step can run away, even where parts vanish. A float: Algorithm 1 with that fixed step for
           both blocks, no line search, no bound.
         * ``average``: fraction of the run, at its end, over which the iterates are averaged (0: return the last
-          iterate), while the cap ``16 / L`` decreases linearly to ``1 / iters`` of itself. The result then does not
+          iterate), while the cap ``8 s / L`` decreases linearly to ``1 / iters`` of itself. The result then does not
           depend on the last few batches.
         * ``reinit_dead``: re-draw a part whose norm falls to ``1e-6`` of the largest one's (a dead part receives
           no gradient and would stay dead); ``meta["reinitialized"]`` counts them.
