@@ -14,9 +14,12 @@
 // Certificate: at the end, the largest |eigenvalue| of the last SVT argument outside the kept eigenvectors is
 // estimated by block Lanczos on the deflated operator (I - U U^T) X (I - U U^T) (exact for small n); gap =
 // (1/mu - tail) mu > 0 says no eigenvalue above the threshold was missed.
-// Cost per iteration: the Krylov products X V (n^2 p each), L = U diag(w) U^T into its buffer (n^2 r), and one
-// fused pass over M, L, S, Y writing Y, the next S and X (rpca_ialm_passes.h); ||L_k - L_{k-1}||_F comes from the
-// factors. Six (n, n) float64 buffers in all (M, Y, L, S, next S, X: 4.1 GB at n = 9216).
+// Cost per iteration: the Krylov products X V (n^2 p each) and one fused pass over M, S, Y writing Y, the next S and
+// X, L = U diag(w) U^T formed inside it (n^2 r); ||L_k - L_{k-1}||_F comes from the factors. On the CPU every pass
+// and product touches only the upper tiles of these symmetric matrices (rpca_ialm_passes.h): five (n, n) float64
+// buffers (M, Y, S, next S, X: 3.4 GB at n = 9216; L is written into the next-S buffer at the end), of which each
+// iteration reads or writes about 6 halves in the pass and one half per product. Elsewhere (CUDA) the same
+// iteration on full matrices from ATen ops, with an L buffer.
 #include "rpca_ialm.h"
 
 #include <ATen/CPUGeneratorImpl.h>

@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -19,8 +20,9 @@ namespace {
 // 128 x 128 float64 tiles (128 KiB): one tile, its L tile and the p-column panels it multiplies stay in L2.
 constexpr int64_t kTile = 128;
 // Work is split into a fixed number of slots (tile t goes to slot t % kSlots, each slot in order), so partial sums
-// and product accumulators do not depend on the thread count.
-constexpr int64_t kSlots = 8;
+// and product accumulators do not depend on the thread count; threads take the next free slot, so one thread
+// slowed down by other jobs on a shared machine does not hold the others at the end of every pass.
+constexpr int64_t kSlots = 16;
 
 struct Tile {
   int64_t i0, rows, j0, cols;
@@ -41,8 +43,10 @@ std::vector<Tile> upper_tiles(int64_t n) {
 template <typename F>
 void for_each_upper_tile(const std::vector<Tile>& tiles, const F& f) {
   const int64_t count = static_cast<int64_t>(tiles.size());
-  at::parallel_for(0, kSlots, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), kSlots));
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t s = next.fetch_add(1); s < kSlots; s = next.fetch_add(1)) {
       for (int64_t t = s; t < count; t += kSlots) f(s, t, tiles[static_cast<size_t>(t)]);
     }
   });
