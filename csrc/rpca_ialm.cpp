@@ -14,9 +14,12 @@
 // Certificate: at the end, the largest |eigenvalue| of the last SVT argument outside the kept eigenvectors is
 // estimated by block Lanczos on the deflated operator (I - U U^T) X (I - U U^T) (exact for small n); gap =
 // (1/mu - tail) mu > 0 says no eigenvalue above the threshold was missed.
-// Cost per iteration: the Krylov products X V (n^2 p each), L = U diag(w) U^T into its buffer (n^2 r), and one
-// fused pass over M, L, S, Y writing Y, the next S and X (rpca_ialm_passes.h); ||L_k - L_{k-1}||_F comes from the
-// factors. Six (n, n) float64 buffers in all (M, Y, L, S, next S, X: 4.1 GB at n = 9216).
+// Cost per iteration: the Krylov products X V (n^2 p each) and one fused pass over M, S, Y writing Y, the next S and
+// X, L = U diag(w) U^T formed inside it (n^2 r); ||L_k - L_{k-1}||_F comes from the factors. On the CPU every pass
+// and product touches only the upper tiles of these symmetric matrices (rpca_ialm_passes.h): five (n, n) float64
+// buffers (M, Y, S, next S, X: 3.4 GB at n = 9216; L is written into the next-S buffer at the end), of which each
+// iteration reads or writes about 6 halves in the pass and one half per product. Elsewhere (CUDA) the same
+// iteration on full matrices from ATen ops, with an L buffer.
 #include "rpca_ialm.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -59,8 +62,9 @@ Svt from_eigenpairs(const at::Tensor& values, const at::Tensor& vectors, double 
   return s;
 }
 
+// X: its upper triangle is read (all that the CPU passes keep).
 Svt full_svt(const at::Tensor& X, double tau) {
-  auto [values, vectors] = at::linalg_eigh(X, "L");
+  auto [values, vectors] = at::linalg_eigh(X, "U");
   const auto order = std::get<1>(values.abs().sort(true, 0, true));
   values = values.index_select(0, order);
   vectors = vectors.index_select(1, order);
@@ -80,29 +84,91 @@ double largest_magnitude(const BlockOperator& apply, int64_t n, int64_t block, i
   return block_krylov_ritz(apply, X0, steps, true).values.abs().max().item<double>();
 }
 
-// The elementwise passes: one fused loop on the CPU (rpca_ialm_passes.h); elsewhere the same arithmetic from
-// in-place ATen ops on the same buffers (no allocation per iteration either).
-void sparse_step(const at::Tensor& M, const at::Tensor& Y, const at::Tensor& L, at::Tensor& S, at::Tensor& X,
-                 double inv_mu, double thr) {
-  if (M.is_cpu()) return rpca_ialm_sparse_step_cpu(M, Y, L, S, X, inv_mu, thr);
-  at::add_out(X, M, Y, inv_mu);  // T
-  at::sub_out(S, X, L);
-  at::softshrink_out(S, S, thr);
-  X.sub_(S);
-}
+// The (n, n) buffers and passes of the iteration. On the CPU only the upper tiles of the symmetric matrices are
+// read and written, L is formed tile by tile from its factors (never stored), and X V is the symmetric tiled product
+// (rpca_ialm_passes.h). Elsewhere the same arithmetic from in-place ATen ops on full buffers, L included. No (n, n)
+// allocation per iteration either way.
+class Workspace {
+ public:
+  Workspace(at::Tensor M, at::Tensor Y)
+      : M_(std::move(M)), Y_(std::move(Y)), S_(at::empty_like(M_)), S_next_(at::empty_like(M_)),
+        X_(at::empty_like(M_)), tiled_(M_.is_cpu()) {
+    if (!tiled_) L_ = at::zeros_like(M_);
+  }
 
-double merged_step(const at::Tensor& M, const at::Tensor& L, const at::Tensor& S, at::Tensor& Y, at::Tensor& S_next,
-                   at::Tensor& X, double mu, double inv_mu_next, double thr_next) {
-  if (M.is_cpu()) return rpca_ialm_merged_step_cpu(M, L, S, Y, S_next, X, mu, inv_mu_next, thr_next);
-  at::sub_out(X, M, L).sub_(S);  // Z
-  const double z2 = X.square().sum().item<double>();
-  Y.add_(X, mu);
-  at::add_out(X, M, Y, inv_mu_next);  // T
-  at::sub_out(S_next, X, L);
-  at::softshrink_out(S_next, S_next, thr_next);
-  X.sub_(S_next);
-  return z2;
-}
+  // S = shrink(M + Y inv_mu - L, thr), X = M + Y inv_mu - S, with L = 0.
+  void sparse_step(double inv_mu, double thr) {
+    if (tiled_) return rpca_ialm_sparse_step_cpu(M_, Y_, S_, X_, inv_mu, thr);
+    at::add_out(X_, M_, Y_, inv_mu);  // T
+    at::softshrink_out(S_, X_, thr);
+    X_.sub_(S_);
+  }
+
+  // This iteration's residual and dual update with L = svt's, then the next iteration's sparse step and SVT argument
+  // (into S_next and X; S keeps this iteration's S until the stopping test is passed). Returns ||M - L - S||_F^2.
+  double merged_step(const Svt& svt, double mu, double inv_mu_next, double thr_next) {
+    const auto [A, Bt] = factors(svt);
+    if (tiled_) return rpca_ialm_merged_step_cpu(M_, S_, Y_, S_next_, X_, A, Bt, mu, inv_mu_next, thr_next, scratch_);
+    form_L(A, Bt);
+    at::sub_out(X_, M_, L_).sub_(S_);  // Z
+    const double z2 = X_.square().sum().item<double>();
+    Y_.add_(X_, mu);
+    at::add_out(X_, M_, Y_, inv_mu_next);  // T
+    at::sub_out(S_next_, X_, L_);
+    at::softshrink_out(S_next_, S_next_, thr_next);
+    X_.sub_(S_next_);
+    return z2;
+  }
+
+  void accept_sparse_step() { std::swap(S_, S_next_); }
+
+  // X = L + Y inv_mu with L = svt's: the last SVT argument, M - S + Y_old / mu, for the certificate.
+  void last_argument(const Svt& svt, double inv_mu) {
+    const auto [A, Bt] = factors(svt);
+    if (tiled_) return rpca_ialm_last_argument_cpu(Y_, X_, A, Bt, inv_mu, scratch_);
+    form_L(A, Bt);
+    at::add_out(X_, L_, Y_, inv_mu);
+  }
+
+  at::Tensor apply(const at::Tensor& V) {
+    return tiled_ ? rpca_ialm_symmetric_apply_cpu(X_, V, scratch_) : at::matmul(X_, V);
+  }
+  // X with (at least) its upper triangle valid.
+  const at::Tensor& X() const { return X_; }
+
+  // The full L and S (the CPU's L written into the no longer needed S_next buffer).
+  at::Tensor L(const Svt& svt) {
+    const auto [A, Bt] = factors(svt);
+    if (!tiled_) return L_;
+    if (A.defined()) {
+      at::mm_out(S_next_, A, Bt);
+    } else {
+      S_next_.zero_();
+    }
+    return S_next_;
+  }
+  at::Tensor S() {
+    if (tiled_) rpca_ialm_mirror_upper_cpu(S_);
+    return S_;
+  }
+
+ private:
+  static std::pair<at::Tensor, at::Tensor> factors(const Svt& svt) {
+    if (svt.rank == 0) return {at::Tensor(), at::Tensor()};
+    return {(svt.U * svt.w.unsqueeze(0)).contiguous(), svt.U.mT().contiguous()};
+  }
+  void form_L(const at::Tensor& A, const at::Tensor& Bt) {
+    if (A.defined()) {
+      at::mm_out(L_, A, Bt);
+    } else {
+      L_.zero_();
+    }
+  }
+
+  at::Tensor M_, Y_, S_, S_next_, X_, L_;
+  at::Tensor scratch_;  // the CPU passes' small buffers, kept across iterations
+  bool tiled_;
+};
 
 // ||U1 diag(w1) U1^T - U0 diag(w0) U0^T||_F from the factors (orthonormal U0, U1): with [U1 U0] = Q R, the
 // difference is Q R diag(w1, -w0) R^T Q^T. Householder QR is backward stable, so this is as accurate as the dense
@@ -138,12 +204,11 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   const double norm2 = small ? at::linalg_eigvalsh(M, "L").abs().max().item<double>()
                              : largest_magnitude(applyM, n, o.tail_block, o.tail_steps, M, gen, at::Tensor());
   const double norm_inf = M.abs().max().item<double>() / res.lamb;
-  auto Y = M / std::max(norm2, norm_inf);
+  // Every (n, n) buffer is allocated once; the passes write into them (Workspace).
+  Workspace ws(M, M / std::max(norm2, norm_inf));
   double mu = o.mu0 > 0 ? o.mu0 : 1.25 / norm2;
   res.mu0 = mu;
   const double mu_max = mu * o.mu_max_factor;
-  // Every (n, n) buffer is allocated once; the passes write into them (rpca_ialm_passes.h).
-  auto L = at::zeros_like(M), S = at::empty_like(M), S_next = at::empty_like(M), X = at::empty_like(M);
   at::Tensor U_prev, w_prev;  // the previous L's factors
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
@@ -153,9 +218,9 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   auto grow_for = [&](int64_t r) { return std::min(five_percent, std::max<int64_t>(5, r)); };
   Svt svt;
   double tau = 0;
-  const BlockOperator applyX = [&](const at::Tensor& V) { return at::matmul(X, V); };
+  const BlockOperator applyX = [&](const at::Tensor& V) { return ws.apply(V); };
 
-  sparse_step(M, Y, L, S, X, 1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
+  ws.sparse_step(1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
   for (int64_t it = 1; it <= o.max_iter; ++it) {
     tau = 1.0 / mu;
     // Partial SVT: a block of p >= predicted rank + 1 columns.
@@ -165,7 +230,7 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
       const int64_t cols = std::min(p + kExtraColumns, n);
       if (2 * cols * (o.steps + 1) > n) break;
       const int64_t given = W.defined() ? std::min(W.size(1), cols - 1) : 0;
-      auto fresh = randn_like_cpu(n, cols - given, X, gen);
+      auto fresh = randn_like_cpu(n, cols - given, M, gen);
       auto X0 = given ? at::cat({W.narrow(1, 0, given), fresh}, 1) : fresh;
       auto ritz = block_krylov_ritz(applyX, X0, o.steps, /*by_magnitude=*/true);
       ++res.svt_attempts;
@@ -183,7 +248,7 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
       res.block = p;
     }
     if (!done || o.exact_svt) {
-      svt = full_svt(X, tau);
+      svt = full_svt(ws.X(), tau);
       ++res.full_svt;
       W = at::Tensor();
     }
@@ -192,15 +257,8 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     const double dL = factor_difference(U_prev, w_prev, svt.U, svt.w);
     U_prev = svt.U;
     w_prev = svt.w;
-    if (svt.rank > 0) {
-      at::mm_out(L, svt.U * svt.w.unsqueeze(0), svt.U.mT());
-    } else {
-      L.zero_();
-    }
-    // One pass: this iteration's residual and dual update, then the next iteration's sparse step and SVT argument
-    // (into S_next and X; S keeps this iteration's S until the stopping test is passed).
     const double mu_next = std::min(mu * o.rho, mu_max);
-    const double z2 = merged_step(M, L, S, Y, S_next, X, mu, 1.0 / mu_next, res.lamb / mu_next);
+    const double z2 = ws.merged_step(svt, mu, 1.0 / mu_next, res.lamb / mu_next);
     res.primal = std::sqrt(z2) / fro;
     res.dual = mu * dL / fro;
     res.iterations = it;
@@ -209,10 +267,10 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     res.converged = res.primal <= o.tol && res.dual <= o.tol;
     if (res.converged || it == o.max_iter) {
       // This iteration's SVT argument, for the certificate: X_k = M - S_k + Y_k / mu_k = L_k + Y_{k+1} / mu_k.
-      at::add_out(X, L, Y, 1.0 / mu);
+      ws.last_argument(svt, 1.0 / mu);
       break;
     }
-    std::swap(S, S_next);
+    ws.accept_sparse_step();
     mu = mu_next;
   }
   res.threshold = tau;
@@ -223,20 +281,21 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     const auto U = svt.U;
     const BlockOperator deflated = [&](const at::Tensor& V) {
       auto PV = U.size(1) ? V - at::matmul(U, at::matmul(U.mT(), V)) : V;
-      auto XPV = at::matmul(X, PV);
+      auto XPV = ws.apply(PV);
       return U.size(1) ? XPV - at::matmul(U, at::matmul(U.mT(), XPV)) : XPV;
     };
     if (small) {
-      auto Id = at::eye(n, X.options());
-      res.tail = at::linalg_eigvalsh(deflated(Id), "L").abs().max().item<double>();
+      auto Id = at::eye(n, M.options());
+      auto D = deflated(Id);
+      res.tail = at::linalg_eigvalsh((D + D.mT()) * 0.5, "L").abs().max().item<double>();
     } else {
-      res.tail = largest_magnitude(deflated, n, o.tail_block, o.tail_steps, X, gen, U);
+      res.tail = largest_magnitude(deflated, n, o.tail_block, o.tail_steps, M, gen, U);
     }
   }
   res.gap = (tau - res.tail) / tau;
   res.certified = res.converged && res.gap > 0;
-  res.L = L.to(M_in.scalar_type());
-  res.S = S.to(M_in.scalar_type());
+  res.L = ws.L(svt).to(M_in.scalar_type());
+  res.S = ws.S().to(M_in.scalar_type());
   return res;
 }
 

@@ -16,7 +16,7 @@ struct RpcaIalmOptions {
   double mu_max_factor = 1e7;   // mu_max = mu_max_factor * mu0
   bool exact_svt = false;       // full eigendecomposition every iteration (the reference route)
   int64_t rank_guess = 10;      // the first partial SVT's rank estimate (Lin et al.'s sv = 10)
-  int64_t steps = 2;            // block Krylov steps per partial-SVT attempt
+  int64_t steps = 1;            // block Krylov steps per partial-SVT attempt (warm-started: one is enough)
   double svt_tol = 1e-10;       // Ritz pairs accepted when ||X u - theta u|| <= svt_tol ||X||_2
   int64_t tail_block = 8;       // the certificate: block width and steps of the Lanczos estimate of the largest
   int64_t tail_steps = 12;      //   |eigenvalue| of the final SVT argument outside the kept eigenvectors

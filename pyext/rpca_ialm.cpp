@@ -80,7 +80,7 @@ Out rpca_ialm(const at::Tensor& M, double lamb, double tol, int64_t max_iter, do
 
 TORCH_LIBRARY_FRAGMENT(lowrankedit, m) {
   m.def("rpca_ialm(Tensor M, float lamb=0., float tol=1e-7, int max_iter=1000, float mu0=0., float rho=1.5, "
-        "float mu_max_factor=1e7, bool exact_svt=False, int rank_guess=10, int steps=2, float svt_tol=1e-10, "
+        "float mu_max_factor=1e7, bool exact_svt=False, int rank_guess=10, int steps=1, float svt_tol=1e-10, "
         "int tail_block=8, int tail_steps=12, int seed=0) -> (Tensor L, Tensor S, Tensor iterations, "
         "Tensor converged, Tensor primal_residual, Tensor dual_residual, Tensor rank, Tensor mu, Tensor mu0, "
         "Tensor lamb, Tensor threshold, Tensor tail, Tensor gap, Tensor certified, Tensor block, "

@@ -16,14 +16,14 @@ _STATS = (("iterations", int), ("converged", bool), ("primal_residual", float), 
 
 @torch.library.register_fake("lowrankedit::rpca_ialm")
 def _fake(M, lamb=0.0, tol=1e-7, max_iter=1000, mu0=0.0, rho=1.5, mu_max_factor=1e7, exact_svt=False, rank_guess=10,
-          steps=2, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
+          steps=1, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
     dtypes = {int: torch.int64, bool: torch.bool, float: torch.float64}
     L = torch.empty_like(M, memory_format=torch.contiguous_format)
     return (L, torch.empty_like(L)) + tuple(torch.empty((), dtype=dtypes[t], device="cpu") for _, t in _STATS)
 
 
 def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_max_factor=1e7, exact_svt=False,
-              rank_guess=10, steps=2, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
+              rank_guess=10, steps=1, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
     """Principal component pursuit of a symmetric matrix, certified without its whole spectrum.
 
     Parameters
