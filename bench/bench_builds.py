@@ -1,12 +1,13 @@
 """Two builds of lowrankedit against each other, op by op: is any op slower than in an earlier version?
 
-Each build runs in its own persistent worker process (``PYTHONPATH=<tree>/python``, one thread), and the two are
-asked in turn for a burst of calls of the same case, alternating which goes first, so that a busy spell of a shared
-machine hits both alike. A case's figure is the minimum burst mean over the rounds. The public API used here
-(``lowrankedit.ops.masked_gram``, ``panda_grad``, ``generalized_eigh``, ``soft_threshold``, ``rpca``) is the same in
-every version since the first, so an old tree needs only its own build (``python setup.py build_ext --inplace``).
+Each build runs in its own persistent worker process (``PYTHONPATH=<tree>/python``, ``--threads`` threads, default
+one), and the two are asked in turn for a burst of calls of the same case, alternating which goes first, so that a
+busy spell of a shared machine hits both alike. A case's figure is the minimum burst mean over the rounds. The
+public API used here (``lowrankedit.ops.masked_gram``, ``panda_grad``, ``generalized_eigh``, ``soft_threshold``,
+``rpca``) is the same in every version since the first, so an old tree needs only its own build
+(``python setup.py build_ext --inplace``).
 
-    python bench/bench_builds.py OLD_TREE NEW_TREE [--rounds 6] [--cases masked_gram panda_grad ...]
+    python bench/bench_builds.py OLD_TREE NEW_TREE [--rounds 6] [--threads 1] [--cases masked_gram panda_grad ...]
 
 Writes ``bench/results/builds.md`` (or ``--out-dir``). ``rpca`` rows also give each build's iteration count and its
 error to the planted low-rank part.
@@ -43,7 +44,8 @@ def _cases():
     def masked_gram(B, P, D, soft=False):
         g = torch.Generator().manual_seed(0)
         J = torch.randn(B, P, D, generator=g)
-        w = torch.rand(B, P, generator=g).clamp(1e-3, 1 - 1e-3) if soft else (torch.rand(B, P, generator=g) > 0.9).float()
+        w = torch.rand(B, P, generator=g)
+        w = w.clamp(1e-3, 1 - 1e-3) if soft else (w > 0.9).float()
         return lambda: ops.masked_gram(J, w)
 
     def panda_grad(N, C, S, Rc, Rs):
@@ -92,7 +94,7 @@ def worker():
     """Reads case names on stdin; answers each with one burst's mean time (ms) and the call's extra figures."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # the parent's --threads
     cases, made = _cases(), {}
     for line in sys.stdin:
         name = line.strip()
@@ -124,11 +126,12 @@ def _commit(tree):
 def main():
     if "--worker" in sys.argv:
         return worker()
-    harness.pin_threads(1)  # for this process and, through the environment, both workers
+    threads = harness.pin_threads(1)  # --threads N: this process and, through the environment, both workers
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads of both workers")
     ap.add_argument("--cases", nargs="*", default=None, help="substrings of case names (default: all)")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
@@ -165,8 +168,8 @@ def main():
         "# Two builds, op by op",
         "",
         f"Old = `{args.old}` at "
-        f"{_commit(args.old)}, new = `{args.new}` at {_commit(args.new)}. One thread each; the two workers alternate "
-        "bursts of the same case; each figure is the minimum burst mean over the rounds (ms per call).",
+        f"{_commit(args.old)}, new = `{args.new}` at {_commit(args.new)}. {threads} thread(s) each; the two workers "
+        "alternate bursts of the same case; each figure is the minimum burst mean over the rounds (ms per call).",
         "",
         harness.markdown_table(["case", "old (ms)", "new (ms)", "new / old", "notes"], rows),
     ])
