@@ -51,9 +51,7 @@ void check_steps(const char* op, double lr_parts, double lr_appearances, int64_t
 void checked_loss(const char* op, const at::Tensor& Z, const at::Tensor& loss) {
   const double v = loss.item<double>();
   if (std::isfinite(v)) return;
-  lowrankedit::check_finite(op, "Z", Z);
-  TORCH_CHECK_VALUE(false, op, ": the loss overflows ", Z.scalar_type(), ": Z is finite but its largest |entry| is ",
-                    Z.abs().max().item<double>(), "; rescale Z or pass float64");
+  lowrankedit::refuse_nonfinite_result(op, "Z", Z, "the loss overflows", Z.scalar_type());
 }
 
 using Step = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

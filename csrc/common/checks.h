@@ -62,6 +62,16 @@ inline void check_finite(const char* op, const char* name, const at::Tensor& t) 
   finite_extremes(op, name, t);
 }
 
+// An op's result came out NaN / Inf from inputs that passed the cheap checks, and `t` (checked through that result,
+// not scanned: see masked_gram, panda_grad) is the only input left: it holds a NaN / Inf (worded by scanning it, only
+// now), or else the result overflowed. `overflowed` names the result with its verb ("the loss overflows").
+inline void refuse_nonfinite_result(const char* op, const char* name, const at::Tensor& t, const char* overflowed,
+                                    at::ScalarType dtype) {
+  check_finite(op, name, t);
+  TORCH_CHECK_VALUE(false, op, ": ", overflowed, " ", dtype, ": ", name, " is finite but its largest |entry| is ",
+                    t.abs().max().item<double>(), "; rescale ", name, " or pass float64");
+}
+
 // Every entry of t in [lo, hi] (and finite); the message gives the range found.
 inline void check_range(const char* op, const char* name, const at::Tensor& t, double lo, double hi,
                         const char* expected) {
