@@ -62,18 +62,20 @@ def _rel(a, b):
 
 
 def _step(route, passes, chunk):
-    return jg._step_bytes(route, passes, R, D, E, R * E, chunk)
+    """The step bound of one image's Gram (float64 accumulators only where partial Grams are summed)."""
+    return jg._step_bytes(route, passes, R, D, E, R * E, chunk, accumulators=jg._accumulates(route, passes, 1))
 
 
 def test_step_bytes_by_hand():
     grams = 2 * D * D * 8 + 2 * D * D * E
-    assert _step("forward", 1, 3) == grams + R * D * E + 3 * (D * E + R * E + R * E)
+    # one image, one pass: the op's Gram pair is the result, no float64 accumulators
+    assert _step("forward", 1, 3) == 2 * D * D * E + R * D * E + 3 * (D * E + R * E + R * E)
     assert _step("row_blocks", 2, 1) == grams + (R // 2) * D * E + (D * E + R * E + R * E)
     assert _step("matrix_free", 1, 2) == grams + R * E + 2 * (3 * R * E + 2 * D * E + 2 * R * E)
     # the chunk is the largest that fits
     limit = _step("forward", 1, 5) + 1
-    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, False, limit) == 5
-    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, True, limit) is None
+    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, False, limit, accumulators=False) == 5
+    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, True, limit, accumulators=False) is None
 
 
 @pytest.mark.parametrize("route,passes", [("forward", 1), ("row_blocks", 2), ("matrix_free", 1)])

@@ -166,20 +166,23 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     choice = None
     for cand in candidates:
         route_c, passes = cand if isinstance(cand, tuple) else (cand, 1)
-        c = _fit_chunk(route_c, passes, R, D, elem, act, chunk, user_chunk, limit)
+        c = _fit_chunk(route_c, passes, R, D, elem, act, chunk, user_chunk, limit,
+                       accumulators=_accumulates(route_c, passes, lat.shape[0]))
         if c is not None:
             choice = (route_c, passes, c)
             break
     if choice is None:
         route_c, passes = candidates[-1] if isinstance(candidates[-1], tuple) else (candidates[-1], 1)
-        need = _step_bytes(route_c, passes, R, D, elem, act, chunk if user_chunk else 1)
+        need = _step_bytes(route_c, passes, R, D, elem, act, chunk if user_chunk else 1,
+                           accumulators=_accumulates(route_c, passes, lat.shape[0]))
         raise MemoryError(
             f"jacobian_gram: no step of mode={mode!r} fits max_memory={limit} bytes: the smallest plan "
             f"({route_c}, {passes} pass(es), chunk {chunk if user_chunk else 1}) needs {need} bytes for a ({R}, {D}) "
             f"Jacobian ({elem}-byte entries, {act} activation bytes per tangent); raise max_memory, or reduce the "
             "image size (size=) or the latent dimension")
     route, passes, chunk = choice
-    planned = _step_bytes(route, passes, R, D, elem, act, chunk)
+    accumulate = _accumulates(route, passes, lat.shape[0])
+    planned = _step_bytes(route, passes, R, D, elem, act, chunk, accumulators=accumulate)
     if mode == "auto":
         jac_bytes = R * D * elem
         reason = ("forward-mode products supported" if route == "forward" else
@@ -195,8 +198,9 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
 
     w_rows = m.to(dtype)
     nchunks = -(-D // chunk)
-    fg = torch.zeros(D, D, dtype=torch.float64, device=device)
-    bg = torch.zeros(D, D, dtype=torch.float64, device=device)
+    if accumulate:
+        fg = torch.zeros(D, D, dtype=torch.float64, device=device)
+        bg = torch.zeros(D, D, dtype=torch.float64, device=device)
     work = distributed.work_items(lat.shape[0], nchunks, by_chunk=route == "matrix_free")  # {face: [chunk, ...]}
     steps = sum(len(c) * (1 if route == "matrix_free" else passes) for c in work.values())
     bar = _bar(steps, f"jacobian_gram[{route}]", distributed.show_progress(progress))
@@ -222,14 +226,19 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
                         raise ValueError(f"jacobian_gram: expected G's derivatives at latent {i} to be finite (its "
                                          f"images or their derivatives are NaN or Inf there): {exc}") from None
                     del J
-                    fg += G_in[0].double() / n_fg
-                    bg += G_out[0].double() / n_bg
+                    if accumulate:
+                        fg += G_in[0].double() / n_fg
+                        bg += G_out[0].double() / n_bg
+                    else:  # the one partial pair is the result
+                        fg, bg = G_in[0].div_(n_fg), G_out[0].div_(n_bg)
                     del G_in, G_out
         finally:
             bar.close()
-    fg, bg = distributed.all_reduce_sum(torch.stack([fg, bg]), "jacobian_gram").unbind(0)  # other ranks' shares
     n = lat.shape[0]
-    fg, bg = (fg / n).to(dtype), (bg / n).to(dtype)
+    if accumulate:
+        if distributed.active():  # other ranks' shares
+            fg, bg = distributed.all_reduce_sum(torch.stack([fg, bg]), "jacobian_gram").unbind(0)
+        fg, bg = fg.div_(n).to(dtype), bg.div_(n).to(dtype)
     for name, t in (("fg", fg), ("bg", bg)):
         V.finite_values(t, f"the {name} Gram (G's images or their derivatives are NaN or Inf for some latent)",
                         "jacobian_gram")
@@ -320,10 +329,18 @@ def _forward_mode_error(rows_of, flat, c, jvp="forward"):
 # Memory: the plan (bytes one step holds) and the measurement
 
 
-def _step_bytes(route, passes, R, D, elem, act, chunk):
-    """Bytes one step holds: the float64 accumulators and one image's Gram pair, plus the route's Jacobian (or row
-    block) and one chunk of tangents (one-hot inputs, outputs, activations ``act`` each)."""
-    grams = 2 * D * D * 8 + 2 * D * D * elem
+def _accumulates(route, passes, n_images):
+    """Whether partial Gram pairs are summed, in float64 accumulators: more than one image, row block, process or
+    tangent chunk (matrix-free). Otherwise the one pair the op returns is the result (at D = 9216 the accumulators
+    would be 1.4 GB of the 4 GiB default bound)."""
+    return route == "matrix_free" or passes > 1 or n_images > 1 or distributed.active()
+
+
+def _step_bytes(route, passes, R, D, elem, act, chunk, *, accumulators=True):
+    """Bytes one step holds: the float64 accumulators (where partial Grams are summed) and one image's Gram pair,
+    plus the route's Jacobian (or row block) and one chunk of tangents (one-hot inputs, outputs, activations ``act``
+    each)."""
+    grams = (2 * D * D * 8 if accumulators else 0) + 2 * D * D * elem
     if route == "matrix_free":
         # the retained graph of one forward pass, the chunk's columns, their 2c cotangents and 2c VJPs
         return grams + act + chunk * (3 * R * elem + 2 * D * elem + 2 * act)
@@ -331,18 +348,21 @@ def _step_bytes(route, passes, R, D, elem, act, chunk):
     return grams + rows * D * elem + chunk * (D * elem + R * elem + act)
 
 
-def _fit_chunk(route, passes, R, D, elem, act, chunk, fixed, limit):
+def _fit_chunk(route, passes, R, D, elem, act, chunk, fixed, limit, *, accumulators=True):
     """The largest chunk ``<= chunk`` whose step fits ``limit`` (``chunk`` itself when ``fixed``), or ``None``."""
-    if _step_bytes(route, passes, R, D, elem, act, chunk) <= limit:
+    def step(c):
+        return _step_bytes(route, passes, R, D, elem, act, c, accumulators=accumulators)
+
+    if step(chunk) <= limit:
         return chunk
     if fixed:
         return None
     lo, hi = 1, chunk  # the step grows with the chunk: bisect
-    if _step_bytes(route, passes, R, D, elem, act, lo) > limit:
+    if step(lo) > limit:
         return None
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if _step_bytes(route, passes, R, D, elem, act, mid) <= limit else (lo, mid - 1)
+        lo, hi = (mid, hi) if step(mid) <= limit else (lo, mid - 1)
     return lo
 
 
