@@ -93,11 +93,8 @@ void run_chunk(State& st, int64_t budget, int64_t krylov_steps, double tol) {
     auto mu_next = st.mu;
     for (int64_t b : idx) {
       if (st.grow <= 1 || st.iterations[b] == 0) continue;
-      if (st.primal[b] > kEta * st.dual[b]) {
-        mu_next[b] = std::min(mu_next[b] * st.grow, st.mu_max[b]);
-      } else if (st.balance[b] && st.dual[b] > kEta * st.primal[b]) {
-        mu_next[b] = std::max(mu_next[b] / st.grow, st.mu_min[b]);
-      }
+      mu_next[b] = balanced_penalty(mu_next[b], st.primal[b], st.dual[b], st.grow, st.mu_min[b], st.mu_max[b],
+                                    st.balance[b]);
     }
     auto act = at::empty({B}, at::kBool);
     for (int64_t b = 0; b < B; ++b) act.data_ptr<bool>()[b] = st.active[b];
@@ -202,8 +199,8 @@ Result solve(const at::Tensor& M, const at::Tensor& lamb, const at::Tensor& mu_g
     }
     st.mu_min = st.mu_max = mu;
     for (int64_t b = 0; b < B; ++b) {
-      st.mu_min[b] = mu[b] * 1e-3;
-      st.mu_max[b] = mu[b] * 1e10;
+      st.mu_min[b] = mu[b] * kMuFloor;
+      st.mu_max[b] = mu[b] * kMuCeiling;
     }
     st.grow = opt.rho;
     st.alpha_h.resize(B);

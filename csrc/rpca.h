@@ -4,6 +4,7 @@
 // stopping, stall and certification rules. The op's entry (pyext/rpca.cpp) validates and calls solve().
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <functional>
 
 namespace lowrankedit {
@@ -12,6 +13,18 @@ namespace rpca {
 constexpr double kMuScale = 40.0;   // "ialm": mu0 = kMuScale / ||M||_2 (measured on the DCGAN Grams: 20 and 80 took
                                     // 1.3-3x the iterations)
 constexpr double kEta = 10.0;       // "ialm": mu grows while the primal residual exceeds kEta x the dual one
+constexpr double kMuFloor = 1e-3;   // residual balancing keeps mu within [kMuFloor, kMuCeiling] x its start
+constexpr double kMuCeiling = 1e10;
+
+// Residual balancing, the one rule of both solvers ("ialm" here, rpca_ialm's after its growth phase): mu grows by
+// `grow` while the primal residual exceeds kEta x the dual one and, with `shrink`, falls by it while the dual one
+// exceeds kEta x the primal; kept in [mu_min, mu_max].
+inline double balanced_penalty(double mu, double primal, double dual, double grow, double mu_min, double mu_max,
+                               bool shrink) {
+  if (primal > kEta * dual) return std::min(mu * grow, mu_max);
+  if (shrink && dual > kEta * primal) return std::max(mu / grow, mu_min);
+  return mu;
+}
 constexpr int64_t kKrylovSteps = 2; // block Krylov steps of the partial SVT (2 and 3 gave the same iterates to 1e-9)
 constexpr int64_t kChunk = 50;      // iterations between the stall checks (and progress reports)
 constexpr int64_t kStall = 10;      // "ialm": chunks without the residual halving before over-relaxation stops

@@ -1,16 +1,24 @@
 // Robust PCA by the inexact ALM of Lin, Chen and Ma (Algorithm 5 of "The augmented Lagrange multiplier method for
 // exact recovery of corrupted low-rank matrices", 2010) with a partial SVT (see the header).
 //
-// Iteration k (their order: the sparse step first):
-//   S = shrink(M - L + Y/mu, lamb/mu);  L = SVT(M - S + Y/mu, 1/mu);  Y += mu (M - L - S);  mu = min(rho mu, mu_max)
+// Iteration k (their order: the sparse step first), with over-relaxation alpha of the sparse part:
+//   S = shrink(M - L + Y/mu, lamb/mu);  S^ = alpha S + (1 - alpha)(M - L);  L = SVT(M - S^ + Y/mu, 1/mu);
+//   Y += mu (M - L - S^)  (= mu (X - L), X the SVT argument)
 // from Y0 = M / max(||M||_2, max|M| / lamb), mu0 = 1.25 / ||M||_2, L = S = 0. The L-step is exact given its SVT; the
-// S-step's optimality is off by mu ||L_k - L_{k-1}||_F, the dual residual; both residuals <= tol ||M||_F stop it.
+// S-step's optimality is off by mu ||L_k - L_{k-1}||, the dual residual (per entry: / n); both residuals <= tol stop
+// it (the primal one relative to ||M||_F).
+// Penalty: Lin et al.'s mu = min(rho mu, mu_max) every iteration up to mu_max = mu_max_factor mu0, then residual
+// balancing (rpca::balanced_penalty, on the previous primal residual: the fused pass needs mu_next up front). Their
+// rule alone (cap 1e7 mu0, alpha = 1) stalls on Jacobian Grams: on W+ Grams of our stylegan2 (n = 384, lamb = 1/60)
+// it had not converged after 6000 iterations, with the dual residual stuck; growth to 1e5 mu0, then balancing, with
+// alpha = 1.6 converged in 750 (the planted n = 512 problem of the benchmark: 40 iterations instead of 43).
 //
 // The SVT of the symmetric argument X keeps the eigenvalues with |lambda| > 1/mu. Only those are computed: block
 // Krylov Rayleigh-Ritz (block_krylov.h) from the previous iteration's Ritz vectors plus random columns, on a block of
 // p columns with p above the predicted rank; when the survivors fill the block it grows (Lin et al.'s rule: the
-// predicted rank becomes r + 5% of n, here at most r + max(5, r)), when the survivors' Ritz pairs have not converged it restarts from them. A
-// block too wide for a small Krylov space (p (steps + 1) > n / 2) takes the full eigendecomposition instead.
+// predicted rank becomes r + 5% of n, here at most r + max(5, r)), when the survivors' Ritz pairs have not converged it
+// restarts from them with one Krylov step more (up to kExtraSteps). A block too wide for a small Krylov space
+// (p (steps + 1) > n / 2) takes the full eigendecomposition instead.
 // Certificate: at the end, the largest |eigenvalue| of the last SVT argument outside the kept eigenvectors is
 // estimated by block Lanczos on the deflated operator (I - U U^T) X (I - U U^T) (exact for small n); gap =
 // (1/mu - tail) mu > 0 says no eigenvalue above the threshold was missed.
@@ -29,14 +37,15 @@
 #include <utility>
 
 #include "block_krylov.h"
+#include "rpca.h"
 #include "rpca_ialm_passes.h"
 
 namespace lowrankedit {
 
 namespace {
 
-constexpr int64_t kExtraColumns = 2;  // random columns added to the warm start: eigenvalues crossing the threshold
 constexpr int64_t kMaxAttempts = 30;  // partial-SVT passes per iteration before the full eigendecomposition
+constexpr int64_t kExtraSteps = 2;    // Krylov steps added on retries within an iteration (one per retry)
 
 struct Svt {
   at::Tensor U;  // (n, r) kept eigenvectors
@@ -96,27 +105,32 @@ class Workspace {
     if (!tiled_) L_ = at::zeros_like(M_);
   }
 
-  // S = shrink(M + Y inv_mu - L, thr), X = M + Y inv_mu - S, with L = 0.
-  void sparse_step(double inv_mu, double thr) {
-    if (tiled_) return rpca_ialm_sparse_step_cpu(M_, Y_, S_, X_, inv_mu, thr);
+  // S = shrink(M + Y inv_mu - L, thr), X = M + Y inv_mu - alpha S - (1 - alpha) (M - L), with L = 0.
+  void sparse_step(double inv_mu, double thr, double alpha) {
+    if (tiled_) return rpca_ialm_sparse_step_cpu(M_, Y_, S_, X_, inv_mu, thr, alpha);
     at::add_out(X_, M_, Y_, inv_mu);  // T
     at::softshrink_out(S_, X_, thr);
-    X_.sub_(S_);
+    X_.sub_(S_, alpha);
+    if (alpha != 1.0) X_.sub_(M_, 1.0 - alpha);
   }
 
   // This iteration's residual and dual update with L = svt's, then the next iteration's sparse step and SVT argument
   // (into S_next and X; S keeps this iteration's S until the stopping test is passed). Returns ||M - L - S||_F^2.
-  double merged_step(const Svt& svt, double mu, double inv_mu_next, double thr_next) {
+  // The dual update reads the SVT argument: Y + mu (M - L - S^) = mu (X - L), so S^ is never stored.
+  double merged_step(const Svt& svt, double mu, double inv_mu_next, double thr_next, double alpha) {
     const auto [A, Bt] = factors(svt);
-    if (tiled_) return rpca_ialm_merged_step_cpu(M_, S_, Y_, S_next_, X_, A, Bt, mu, inv_mu_next, thr_next, scratch_);
+    if (tiled_) {
+      return rpca_ialm_merged_step_cpu(M_, S_, Y_, S_next_, X_, A, Bt, mu, inv_mu_next, thr_next, alpha, scratch_);
+    }
     form_L(A, Bt);
-    at::sub_out(X_, M_, L_).sub_(S_);  // Z
-    const double z2 = X_.square().sum().item<double>();
-    Y_.add_(X_, mu);
+    at::sub_out(S_next_, M_, L_).sub_(S_);  // Z
+    const double z2 = S_next_.square().sum().item<double>();
+    at::sub_out(Y_, X_, L_).mul_(mu);      // Y = mu (X - L)
     at::add_out(X_, M_, Y_, inv_mu_next);  // T
     at::sub_out(S_next_, X_, L_);
     at::softshrink_out(S_next_, S_next_, thr_next);
-    X_.sub_(S_next_);
+    X_.sub_(S_next_, alpha);
+    if (alpha != 1.0) X_.sub_(M_, 1.0 - alpha).add_(L_, 1.0 - alpha);
     return z2;
   }
 
@@ -209,6 +223,9 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   double mu = o.mu0 > 0 ? o.mu0 : 1.25 / norm2;
   res.mu0 = mu;
   const double mu_max = mu * o.mu_max_factor;
+  const double mu_floor = mu * rpca::kMuFloor, mu_ceiling = mu * rpca::kMuCeiling;
+  bool balancing = false;   // past the growth phase
+  double primal_prev = 0;   // the last pass's primal residual (the balancing rule's)
   at::Tensor U_prev, w_prev;  // the previous L's factors
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
@@ -220,19 +237,24 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   double tau = 0;
   const BlockOperator applyX = [&](const at::Tensor& V) { return ws.apply(V); };
 
-  ws.sparse_step(1.0 / mu, res.lamb / mu);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S
+  ws.sparse_step(1.0 / mu, res.lamb / mu, o.alpha);  // S = shrink(M + Y/mu - L), X = M + Y/mu - S^
   for (int64_t it = 1; it <= o.max_iter; ++it) {
     tau = 1.0 / mu;
     // Partial SVT: a block of p >= predicted rank + 1 columns.
     int64_t p = std::min(sv + 1, n);
     bool done = o.exact_svt;
     for (int64_t attempt = 0; !done && attempt < kMaxAttempts; ++attempt) {
-      const int64_t cols = std::min(p + kExtraColumns, n);
-      if (2 * cols * (o.steps + 1) > n) break;
+      const int64_t cols = std::min(p + o.oversample, n);
+      // A retry means the Ritz pairs converge slowly (eigenvalues crowding the threshold, as on Jacobian Grams with a
+      // smoothly decaying spectrum): a deeper Krylov space, not another restart of the same one. On W+ Grams
+      // (n = 384) one step per retry took 25 attempts per iteration and 112 full eigendecompositions in 150
+      // iterations; up to two more steps, 4 attempts and none.
+      const int64_t steps = o.steps + std::min<int64_t>(attempt, kExtraSteps);
+      if (2 * cols * (steps + 1) > n) break;
       const int64_t given = W.defined() ? std::min(W.size(1), cols - 1) : 0;
       auto fresh = randn_like_cpu(n, cols - given, M, gen);
       auto X0 = given ? at::cat({W.narrow(1, 0, given), fresh}, 1) : fresh;
-      auto ritz = block_krylov_ritz(applyX, X0, o.steps, /*by_magnitude=*/true);
+      auto ritz = block_krylov_ritz(applyX, X0, steps, /*by_magnitude=*/true);
       ++res.svt_attempts;
       const int64_t m = ritz.values.size(0);
       const int64_t r = (ritz.values.abs() > tau).sum().item<int64_t>();
@@ -257,10 +279,14 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     const double dL = factor_difference(U_prev, w_prev, svt.U, svt.w);
     U_prev = svt.U;
     w_prev = svt.w;
-    const double mu_next = std::min(mu * o.rho, mu_max);
-    const double z2 = ws.merged_step(svt, mu, 1.0 / mu_next, res.lamb / mu_next);
+    res.dual = mu * dL / static_cast<double>(n);
+    balancing = balancing || (o.balance && mu >= mu_max);
+    const double mu_next = !balancing ? std::min(mu * o.rho, mu_max)
+                                      : rpca::balanced_penalty(mu, primal_prev, res.dual, o.rho, mu_floor, mu_ceiling,
+                                                               /*shrink=*/true);
+    const double z2 = ws.merged_step(svt, mu, 1.0 / mu_next, res.lamb / mu_next, o.alpha);
     res.primal = std::sqrt(z2) / fro;
-    res.dual = mu * dL / fro;
+    primal_prev = res.primal;
     res.iterations = it;
     res.rank = svt.rank;
     res.mu = mu;

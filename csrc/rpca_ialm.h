@@ -1,6 +1,8 @@
 #pragma once
-// Robust PCA (principal component pursuit) of a symmetric matrix by the textbook inexact ALM of Lin, Chen and Ma
-// (2010, Algorithm 5) with a partial, rank-adaptive SVT: min ||L||_* + lamb ||S||_1 s.t. L + S = M.
+// Robust PCA (principal component pursuit) of a symmetric matrix by the inexact ALM of Lin, Chen and Ma (2010,
+// Algorithm 5) with a partial, rank-adaptive SVT: min ||L||_* + lamb ||S||_1 s.t. L + S = M. Their penalty schedule
+// is made to converge on Jacobian Grams (see csrc/rpca_ialm.cpp); alpha = 1, balance = false, mu_max_factor = 1e7
+// is theirs exactly.
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -12,11 +14,15 @@ struct RpcaIalmOptions {
   double tol = 1e-7;            // stop when the primal AND dual residuals are <= tol ||M||_F
   int64_t max_iter = 1000;
   double mu0 = 0;               // > 0; 0: 1.25 / ||M||_2 (Lin et al.)
-  double rho = 1.5;             // mu <- min(rho mu, mu_max) every iteration
-  double mu_max_factor = 1e7;   // mu_max = mu_max_factor * mu0
+  double rho = 1.5;             // growth: mu <- min(rho mu, mu_max_factor mu0) every iteration (Lin et al.) ...
+  double mu_max_factor = 1e5;   //   (their cap is 1e7)
+  bool balance = true;          // ... until mu reaches the cap; then residual balancing (rpca::balanced_penalty)
+  double alpha = 1.6;           // over-relaxation in (0, 2) of the sparse part in the L-step and the dual update
   bool exact_svt = false;       // full eigendecomposition every iteration (the reference route)
   int64_t rank_guess = 10;      // the first partial SVT's rank estimate (Lin et al.'s sv = 10)
-  int64_t steps = 1;            // block Krylov steps per partial-SVT attempt (warm-started: one is enough)
+  int64_t steps = 1;            // block Krylov steps of an iteration's first partial-SVT attempt (warm-started:
+                                //   usually enough); each retry adds one, up to 2 more
+  int64_t oversample = 2;       // columns beyond the predicted rank + 1 (random, after the warm start's)
   double svt_tol = 1e-10;       // Ritz pairs accepted when ||X u - theta u|| <= svt_tol ||X||_2
   int64_t tail_block = 8;       // the certificate: block width and steps of the Lanczos estimate of the largest
   int64_t tail_steps = 12;      //   |eigenvalue| of the final SVT argument outside the kept eigenvectors
@@ -28,7 +34,8 @@ struct RpcaIalmResult {
   int64_t iterations = 0;
   bool converged = false;       // primal <= tol and dual <= tol
   double primal = 0;            // ||M - L - S||_F / ||M||_F
-  double dual = 0;              // mu ||L_k - L_{k-1}||_F / ||M||_F (the S-step's optimality gap)
+  double dual = 0;              // mu ||L_k - L_{k-1}||_F / n (the S-step's optimality gap, per entry, in the
+                                //   multiplier's units: the same for M and c M)
   int64_t rank = 0;             // rank of L (eigenvalues of the SVT argument above the threshold)
   double mu = 0, mu0 = 0, lamb = 0;
   double threshold = 0;         // the last SVT threshold 1 / mu

@@ -14,15 +14,16 @@
 
 namespace lowrankedit {
 
-// Sparse step with L = 0: T = M + Y inv_mu;  S = shrink(T, thr);  X = T - S.
+// Sparse step with L = 0: T = M + Y inv_mu;  S = shrink(T, thr);  X = T - alpha S - (1 - alpha) M.
 void rpca_ialm_sparse_step_cpu(const at::Tensor& M, const at::Tensor& Y, at::Tensor& S, at::Tensor& X,
-                               double inv_mu, double thr);
-// Merged step (this iteration's dual update and the next one's sparse step, one pass), L = A Bt:
-//   Z = M - L - S;  Y += mu Z;  T = M + Y inv_mu_next;  S_next = shrink(T - L, thr_next);  X = T - S_next
-//   -> ||Z||_F^2 (over the whole symmetric matrix).
+                               double inv_mu, double thr, double alpha);
+// Merged step (this iteration's dual update and the next one's sparse step, one pass), L = A Bt, X this iteration's
+// SVT argument on entry:
+//   Z = M - L - S;  Y = mu (X - L);  T = M + Y inv_mu_next;  S_next = shrink(T - L, thr_next);
+//   X = T - alpha S_next - (1 - alpha) (M - L)   -> ||Z||_F^2 (over the whole symmetric matrix).
 double rpca_ialm_merged_step_cpu(const at::Tensor& M, const at::Tensor& S, at::Tensor& Y, at::Tensor& S_next,
                                  at::Tensor& X, const at::Tensor& A, const at::Tensor& Bt, double mu,
-                                 double inv_mu_next, double thr_next, at::Tensor& scratch);
+                                 double inv_mu_next, double thr_next, double alpha, at::Tensor& scratch);
 // X = A Bt + Y inv_mu (the SVT argument of the last iteration, for the certificate).
 void rpca_ialm_last_argument_cpu(const at::Tensor& Y, at::Tensor& X, const at::Tensor& A, const at::Tensor& Bt,
                                  double inv_mu, at::Tensor& scratch);

@@ -18,7 +18,8 @@ using Out = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 // M: (n, n) symmetric -> (L, S (n, n), and 0-dim CPU statistics, see the schema and csrc/rpca_ialm.h)
 Out rpca_ialm(const at::Tensor& M, double lamb, double tol, int64_t max_iter, double mu0, double rho,
               double mu_max_factor, bool exact_svt, int64_t rank_guess, int64_t steps, double svt_tol,
-              int64_t tail_block, int64_t tail_steps, int64_t seed) {
+              int64_t tail_block, int64_t tail_steps, int64_t seed, bool balance, double alpha,
+              int64_t oversample) {
   constexpr const char* op = "rpca_ialm";
   TORCH_CHECK_TYPE(M.scalar_type() == at::kFloat || M.scalar_type() == at::kDouble, op,
                    ": expected M of dtype float32 or float64, got ", M.scalar_type());
@@ -36,8 +37,10 @@ Out rpca_ialm(const at::Tensor& M, double lamb, double tol, int64_t max_iter, do
   TORCH_CHECK_VALUE(std::isfinite(rho) && rho >= 1, op, ": expected rho >= 1, got ", rho);
   TORCH_CHECK_VALUE(std::isfinite(mu_max_factor) && mu_max_factor >= 1, op, ": expected mu_max_factor >= 1, got ",
                     mu_max_factor);
+  TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha > 0 && alpha < 2, op, ": expected alpha in (0, 2), got ", alpha);
   TORCH_CHECK_VALUE(rank_guess >= 1, op, ": expected rank_guess >= 1, got ", rank_guess);
   TORCH_CHECK_VALUE(steps >= 1, op, ": expected steps >= 1, got ", steps);
+  TORCH_CHECK_VALUE(oversample >= 0, op, ": expected oversample >= 0, got ", oversample);
   TORCH_CHECK_VALUE(std::isfinite(svt_tol) && svt_tol > 0, op, ": expected svt_tol > 0, got ", svt_tol);
   TORCH_CHECK_VALUE(tail_block >= 1 && tail_steps >= 1, op, ": expected tail_block >= 1 and tail_steps >= 1, got ",
                     tail_block, " and ", tail_steps);
@@ -59,6 +62,9 @@ Out rpca_ialm(const at::Tensor& M, double lamb, double tol, int64_t max_iter, do
   o.mu0 = mu0;
   o.rho = rho;
   o.mu_max_factor = mu_max_factor;
+  o.balance = balance;
+  o.alpha = alpha;
+  o.oversample = oversample;
   o.exact_svt = exact_svt;
   o.rank_guess = rank_guess;
   o.steps = steps;
@@ -80,8 +86,9 @@ Out rpca_ialm(const at::Tensor& M, double lamb, double tol, int64_t max_iter, do
 
 TORCH_LIBRARY_FRAGMENT(lowrankedit, m) {
   m.def("rpca_ialm(Tensor M, float lamb=0., float tol=1e-7, int max_iter=1000, float mu0=0., float rho=1.5, "
-        "float mu_max_factor=1e7, bool exact_svt=False, int rank_guess=10, int steps=1, float svt_tol=1e-10, "
-        "int tail_block=8, int tail_steps=12, int seed=0) -> (Tensor L, Tensor S, Tensor iterations, "
+        "float mu_max_factor=1e5, bool exact_svt=False, int rank_guess=10, int steps=1, float svt_tol=1e-10, "
+        "int tail_block=8, int tail_steps=12, int seed=0, bool balance=True, float alpha=1.6, int oversample=2) "
+        "-> (Tensor L, Tensor S, Tensor iterations, "
         "Tensor converged, Tensor primal_residual, Tensor dual_residual, Tensor rank, Tensor mu, Tensor mu0, "
         "Tensor lamb, Tensor threshold, Tensor tail, Tensor gap, Tensor certified, Tensor block, "
         "Tensor svt_attempts, Tensor full_svt)");

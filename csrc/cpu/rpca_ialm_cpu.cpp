@@ -166,7 +166,7 @@ double* scratch_of(at::Tensor& scratch, int64_t count) {
 }  // namespace
 
 void rpca_ialm_sparse_step_cpu(const at::Tensor& M, const at::Tensor& Y, at::Tensor& S, at::Tensor& X,
-                               double inv_mu, double thr) {
+                               double inv_mu, double thr, double alpha) {
   const int64_t n = M.size(0);
   const double* m = M.const_data_ptr<double>();
   const double* y = Y.const_data_ptr<double>();
@@ -178,7 +178,7 @@ void rpca_ialm_sparse_step_cpu(const at::Tensor& M, const at::Tensor& Y, at::Ten
         const double tk = m[k] + y[k] * inv_mu;
         const double sk = shrink_clamped(tk, thr);
         s[k] = sk;
-        x[k] = tk - sk;
+        x[k] = tk - alpha * sk - (1.0 - alpha) * m[k];
       }
     }
   });
@@ -186,7 +186,7 @@ void rpca_ialm_sparse_step_cpu(const at::Tensor& M, const at::Tensor& Y, at::Ten
 
 double rpca_ialm_merged_step_cpu(const at::Tensor& M, const at::Tensor& S, at::Tensor& Y, at::Tensor& S_next,
                                  at::Tensor& X, const at::Tensor& A_in, const at::Tensor& Bt_in, double mu,
-                                 double inv_mu_next, double thr_next, at::Tensor& scratch) {
+                                 double inv_mu_next, double thr_next, double alpha, at::Tensor& scratch) {
   const int64_t n = M.size(0);
   const auto [A, Bt] = contiguous_factors(A_in, Bt_in);
   const auto tiles = upper_tiles(n);
@@ -207,12 +207,12 @@ double rpca_ialm_merged_step_cpu(const at::Tensor& M, const at::Tensor& S, at::T
       for (int64_t j = 0; j < t.cols; ++j) {
         const int64_t k = row + j;
         const double z = m[k] - l[j] - s[k];
-        const double yk = y[k] + mu * z;
+        const double yk = mu * (x[k] - l[j]);
         const double tk = m[k] + yk * inv_mu_next;
         const double sk = shrink_clamped(tk - l[j], thr_next);
         y[k] = yk;
         sn[k] = sk;
-        x[k] = tk - sk;
+        x[k] = tk - alpha * sk - (1.0 - alpha) * (m[k] - l[j]);
         z2 += z * z;
       }
     }

@@ -15,15 +15,16 @@ _STATS = (("iterations", int), ("converged", bool), ("primal_residual", float), 
 
 
 @torch.library.register_fake("lowrankedit::rpca_ialm")
-def _fake(M, lamb=0.0, tol=1e-7, max_iter=1000, mu0=0.0, rho=1.5, mu_max_factor=1e7, exact_svt=False, rank_guess=10,
-          steps=1, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
+def _fake(M, lamb=0.0, tol=1e-7, max_iter=1000, mu0=0.0, rho=1.5, mu_max_factor=1e5, exact_svt=False, rank_guess=10,
+          steps=1, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0, balance=True, alpha=1.6, oversample=2):
     dtypes = {int: torch.int64, bool: torch.bool, float: torch.float64}
     L = torch.empty_like(M, memory_format=torch.contiguous_format)
     return (L, torch.empty_like(L)) + tuple(torch.empty((), dtype=dtypes[t], device="cpu") for _, t in _STATS)
 
 
-def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_max_factor=1e7, exact_svt=False,
-              rank_guess=10, steps=1, svt_tol=1e-10, tail_block=8, tail_steps=12, seed=0):
+def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_max_factor=1e5, balance=True,
+              alpha=1.6, exact_svt=False, rank_guess=10, steps=1, oversample=2, svt_tol=1e-10, tail_block=8,
+              tail_steps=12, seed=0):
     """Principal component pursuit of a symmetric matrix, certified without its whole spectrum.
 
     Parameters
@@ -34,13 +35,20 @@ def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_ma
     lamb : float, optional
         Weight of the sparse part, ``> 0``; default ``1 / sqrt(n)``.
     tol : float
-        Stop when the primal residual ``||M - L - S||_F`` and the dual residual ``mu ||L_k - L_{k-1}||_F`` are both
-        ``<= tol ||M||_F``.
+        Stop when the primal residual ``||M - L - S||_F / ||M||_F`` and the dual residual ``mu ||L_k - L_{k-1}||_F /
+        n`` (per entry, in the multiplier's units, so the same for ``M`` and ``c M``) are both ``<= tol``.
     max_iter : int
         Iteration cap, ``>= 1``.
-    mu0, rho, mu_max_factor : float
-        Penalty schedule: ``mu0`` (default ``1.25 / ||M||_2``, Lin et al.), ``mu <- min(rho mu, mu_max_factor mu0)``
-        every iteration (``rho >= 1``, ``mu_max_factor >= 1``).
+    mu0, rho, mu_max_factor, balance : float, float, float, bool
+        Penalty schedule: ``mu0`` (default ``1.25 / ||M||_2``, Lin et al.), then ``mu <- min(rho mu, mu_max_factor
+        mu0)`` every iteration (``rho >= 1``, ``mu_max_factor >= 1``); once the cap is reached, with ``balance``,
+        residual balancing (``mu`` times ``rho`` while the primal residual exceeds 10x the dual one, divided by
+        ``rho`` while the dual exceeds 10x the primal, within ``[1e-3, 1e10] mu0``). Lin et al.'s schedule alone
+        (``balance=False, mu_max_factor=1e7, alpha=1``) stalls on Jacobian Grams: on W+ Grams of
+        :func:`lowrankedit.models.stylegan2` (n = 384, ``lamb = 1/60``) it had not converged after 6000
+        iterations; the defaults converge there in about 750.
+    alpha : float
+        Over-relaxation in ``(0, 2)`` of the sparse part in the ``L`` and multiplier updates (``1``: plain ALM).
     exact_svt : bool
         Full eigendecomposition every iteration (the reference route, same iteration otherwise).
     rank_guess : int
@@ -48,6 +56,8 @@ def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_ma
         ``min(5% of n, max(5, r))`` when it did not).
     steps : int
         Block Krylov steps per partial-SVT pass.
+    oversample : int
+        Random columns added to the block beyond the predicted rank + 1 (the warm start's vectors come first).
     svt_tol : float
         Kept Ritz pairs must have ``||X u - theta u|| <= svt_tol ||X||_2``.
     tail_block, tail_steps : int
@@ -60,7 +70,7 @@ def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_ma
     L, S : torch.Tensor
         ``(n, n)``, dtype and device of ``M``.
     info : dict
-        ``iterations``, ``converged``, ``primal_residual``, ``dual_residual`` (relative to ``||M||_F``), ``rank``,
+        ``iterations``, ``converged``, ``primal_residual``, ``dual_residual`` (as for ``tol``), ``rank``,
         ``mu`` (last used), ``mu0``, ``lamb``, ``threshold`` (the last SVT threshold ``1 / mu``), ``tail`` (largest
         ``|eigenvalue|`` of the last SVT argument outside the kept eigenvectors: block-Lanczos estimate, exact for
         ``n <= 4 tail_block (tail_steps + 1)`` or after a full SVT), ``gap`` (``(threshold - tail) / threshold``),
@@ -68,8 +78,9 @@ def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_ma
 
     Notes
     -----
-    Iteration (Lin et al., Algorithm 5): ``S = shrink(M - L + Y/mu, lamb/mu)``, ``L = SVT(M - S + Y/mu, 1/mu)``,
-    ``Y += mu (M - L - S)``, from ``Y0 = M / max(||M||_2, max|M| / lamb)``. The SVT keeps only eigenvalues above
+    Iteration (Lin et al., Algorithm 5, over-relaxed): ``S = shrink(M - L + Y/mu, lamb/mu)``, ``S^ = alpha S +
+    (1 - alpha)(M - L)``, ``L = SVT(M - S^ + Y/mu, 1/mu)``, ``Y += mu (M - L - S^)``, from ``Y0 = M / max(||M||_2,
+    max|M| / lamb)``. The SVT keeps only eigenvalues above
     the threshold, found by block Krylov Rayleigh-Ritz warm-started from the previous iteration; its block grows
     when the survivors fill it. ``L``'s optimality condition holds exactly when the SVT kept every survivor, which
     ``gap > 0`` certifies; ``S``'s is off by the dual residual. Values are checked once, by the operator. Through
@@ -95,7 +106,8 @@ def rpca_ialm(M, lamb=None, *, tol=1e-7, max_iter=1000, mu0=None, rho=1.5, mu_ma
         M.detach(), lamb, V.real(tol, "tol", op), V.integer(max_iter, "max_iter", op), mu0, V.real(rho, "rho", op),
         V.real(mu_max_factor, "mu_max_factor", op), V.boolean(exact_svt, "exact_svt", op),
         V.integer(rank_guess, "rank_guess", op), V.integer(steps, "steps", op), V.real(svt_tol, "svt_tol", op),
-        V.integer(tail_block, "tail_block", op), V.integer(tail_steps, "tail_steps", op), V.integer(seed, "seed", op))
+        V.integer(tail_block, "tail_block", op), V.integer(tail_steps, "tail_steps", op), V.integer(seed, "seed", op),
+        V.boolean(balance, "balance", op), V.real(alpha, "alpha", op), V.integer(oversample, "oversample", op))
     L, S = out[:2]
     info = {name: kind(value) for (name, kind), value in zip(_STATS, out[2:])}
     info["method"] = "ialm_exact" if exact_svt else "ialm_partial"
