@@ -5,8 +5,6 @@
 (``torch.func.jvp`` under ``torch.func.vmap``): ``D`` forward passes for a ``D``-dimensional latent instead of one
 backward pass per output pixel. The two Grams then come from one pass of :func:`lowrankedit.ops.masked_gram`.
 """
-import ctypes
-import ctypes.util
 import math
 import mmap
 import time
@@ -411,26 +409,8 @@ class _PeakMemory:
 
 
 def _reset_resident_peak():
-    # Free heap memory first: glibc keeps freed blocks (up to its mmap threshold, which grows to 32 MiB after large
-    # frees) resident, and a step that reuses them raises no peak. Seen as a 2-tangent probe measuring 0.6x of what
-    # a tangent holds when a previous call had run in the process, so the chunk was planned too large and the step
-    # held 6.0 GiB against a 4 GiB bound.
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")  # resets VmHWM to the current resident set
-
-
-def _load_libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim  # glibc only
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
 
 
 _PEAK_TRACKED = None
