@@ -24,10 +24,13 @@ allocator's peak), not estimated. Growth exponents are least-squares slopes of l
     python bench/bench_scaling.py --sizes 512 1024 2048 --out bench/results/scaling.md
 """
 import argparse
+import json
 import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 # Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime): on a shared machine a
@@ -231,6 +234,19 @@ def bench_gram(D, args, rows):
         rows.append(dict(step="gram", D=D, ours=None, base=None, base_label="", peak=None, base_peak=None,
                          note="skipped: D is not 512 k with k <= 18"))
         return
+    if not args.gram_in_process:
+        # Each D in a fresh process: in a process that already ran a large Gram, glibc keeps the freed heap
+        # resident, the op's 2-tangent memory probe sees too little growth and plans too large a chunk (seen: 6.0 GiB
+        # against the 4 GiB bound at D = 1024 after D = 512).
+        with tempfile.TemporaryDirectory() as tmp:
+            row = os.path.join(tmp, "row.json")
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--sizes", str(D), "--steps", "gram",
+                            "--gram-in-process", "--gram-row", row, "--out", os.path.join(tmp, "table.md"),
+                            "--gram-channel-base", str(args.gram_channel_base), "--gram-channel-max",
+                            str(args.gram_channel_max)] + (["--progress"] if args.progress else []), check=True)
+            with open(row) as fh:
+                rows.append(json.load(fh))
+        return
     if not hasattr(args, "_gram_generator"):
         args._gram_generator = gram_generator(args)
     G18, w = args._gram_generator
@@ -250,6 +266,9 @@ def bench_gram(D, args, rows):
                           f"{(g.meta['peak_bytes'] or 0) / MiB:.0f} MiB (bound 4096 MiB); generator "
                           f"1024 px, channel_base {args.gram_channel_base}, channel_max {args.gram_channel_max}, "
                           f"first {k} of 18 ws moving; load {load0:.1f}-{os.getloadavg()[0]:.1f}"))
+    if args.gram_row:
+        with open(args.gram_row, "w") as fh:
+            json.dump(rows[-1], fh)
 
 
 def exponent(rows, step, key):
@@ -291,6 +310,8 @@ def main():
                     help="the Gram generator's channel_base (channels at r px: min(base // r, max))")
     ap.add_argument("--gram-channel-max", type=int, default=16, help="the Gram generator's channel_max")
     ap.add_argument("--progress", action="store_true", help="show jacobian_gram's progress bar")
+    ap.add_argument("--gram-in-process", action="store_true", help=argparse.SUPPRESS)  # the per-D child process
+    ap.add_argument("--gram-row", default=None, help=argparse.SUPPRESS)  # where the child writes its row
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "scaling.md"))
     args = ap.parse_args()
     rows = []
