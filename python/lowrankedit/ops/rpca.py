@@ -73,8 +73,8 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
         fixed ``mu``: same start (``L = S = Y = 0``), update order and stopping rule, hence the same iterates.
         ``"partial"``: symmetric ``M`` only (a non-symmetric one raises), one matrix at a time through
         :func:`lowrankedit.ops.rpca_ialm` (Lin et al.'s inexact ALM, over-relaxed, with a balanced penalty, a
-        rank-adaptive partial SVT and a spectral-gap certificate, never a full eigendecomposition while the rank stays small: the route for large
-        Grams); ``mu`` is its starting penalty, ``alpha`` and ``symmetric=None`` do not apply, and ``info`` also
+        rank-adaptive partial SVT and a spectral-gap certificate, never a full eigendecomposition while the rank
+        stays small: the route for large Grams); ``mu`` is its starting penalty, ``alpha`` and ``symmetric=None`` do not apply, and ``info`` also
         holds its ``certified``, ``gap``, ``tail``, ``threshold``, ``svt_attempts`` and ``full_svt``.
     symmetric : bool or None
         Use eigendecompositions (``True``) or SVDs (``False``); ``None``: eigh when ``M`` is symmetric to rounding
