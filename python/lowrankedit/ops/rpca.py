@@ -74,8 +74,9 @@ def rpca(M, lamb=None, *, mu=None, tol=1e-7, max_iter=10000, method="ialm", symm
         ``"partial"``: symmetric ``M`` only (a non-symmetric one raises), one matrix at a time through
         :func:`lowrankedit.ops.rpca_ialm` (Lin et al.'s inexact ALM, over-relaxed, with a balanced penalty, a
         rank-adaptive partial SVT and a spectral-gap certificate, never a full eigendecomposition while the rank
-        stays small: the route for large Grams); ``mu`` is its starting penalty, ``alpha`` and ``symmetric=None`` do not apply, and ``info`` also
-        holds its ``certified``, ``gap``, ``tail``, ``threshold``, ``svt_attempts`` and ``full_svt``.
+        stays small: the route for large Grams); ``mu`` is its starting penalty, ``alpha`` and ``symmetric=None``
+        do not apply, and ``info`` also holds its ``certified``, ``gap``, ``tail``, ``threshold``,
+        ``svt_attempts`` and ``full_svt``.
     symmetric : bool or None
         Use eigendecompositions (``True``) or SVDs (``False``); ``None``: eigh when ``M`` is symmetric to rounding
         (``max |M - M^T| <= 1000 eps max |M|``, as Grams computed by a GEMM are), solving for its symmetric part
