@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "block_krylov.h"
@@ -225,7 +226,7 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
   const double mu_max = mu * o.mu_max_factor;
   const double mu_floor = mu * rpca::kMuFloor, mu_ceiling = mu * rpca::kMuCeiling;
   bool balancing = false;   // past the growth phase
-  double primal_prev = 0;   // the last pass's primal residual (the balancing rule's)
+  double primal_prev = std::numeric_limits<double>::infinity();  // the last pass's primal residual (none yet: grow)
   at::Tensor U_prev, w_prev;  // the previous L's factors
   at::Tensor W;  // warm start: the previous iteration's leading Ritz vectors
   int64_t sv = std::max<int64_t>(1, std::min(o.rank_guess, n));
