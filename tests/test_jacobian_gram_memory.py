@@ -74,8 +74,12 @@ def test_step_bytes_by_hand():
     assert _step("matrix_free", 1, 2) == grams + R * E + 2 * (3 * R * E + 2 * D * E + 2 * R * E)
     # the chunk is the largest that fits
     limit = _step("forward", 1, 5) + 1
-    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, False, limit, accumulators=False) == 5
-    assert jg._fit_chunk("forward", 1, R, D, E, R * E, 12, True, limit, accumulators=False) is None
+
+    def step(c):
+        return jg._step_bytes("forward", 1, R, D, E, R * E, c, accumulators=False)
+
+    assert jg._fit_chunk(step, 12, False, limit) == 5
+    assert jg._fit_chunk(step, 12, True, limit) is None
 
 
 @pytest.mark.parametrize("route,passes", [("forward", 1), ("row_blocks", 2), ("matrix_free", 1)])
@@ -92,7 +96,8 @@ def test_auto_picks_the_first_route_that_fits(monkeypatch, sub, u, mouth, ref, r
         assert "max_memory" in g.meta["mode_reason"]
 
 
-def test_row_blocks_mode_matches_reference(sub, u, mouth, ref):
+def test_row_blocks_mode_matches_reference(monkeypatch, sub, u, mouth, ref):
+    monkeypatch.setattr(jg, "_PeakMemory", _Unmeasured)  # a bound of a few blocks: the plan must be the model's
     g = jacobian_gram(sub, u, mouth, mode="row_blocks", max_memory=_step("row_blocks", 2, 4) + 10, progress=False)
     assert g.meta["mode"] == "row_blocks" and g.meta["row_passes"] >= 2
     assert _rel(g.fg, ref.fg) < 1e-4 and _rel(g.bg, ref.bg) < 1e-4
@@ -123,6 +128,26 @@ def test_peak_is_measured_and_reported(sub, u, mouth):
         pytest.skip("no peak-memory source on this platform (/proc/self/clear_refs)")
     assert g.meta["peak_measured_by"] and g.meta["peak_bytes"] >= 0
     assert g.meta["activation_bytes_per_tangent"] >= R * E
+
+
+def test_the_bound_holds_in_a_warm_process():
+    # A process that ran a wide pass before keeps its freed heap resident: a probe that reads only the growth of
+    # the resident peak saw almost none of its activations there, planned the widest chunk and broke the bound.
+    from lowrankedit.models import stylegan2
+    from lowrankedit.region import Region
+
+    G = stylegan2(256, channel_base=512, channel_max=16, w_dim=8, num_mapping=2, seed=3)  # D = 14 x 8, 65536 rows
+    w = G.sample_latents(1, seed=0)[0]
+    flat = w.reshape(-1)
+    with jg._PeakMemory("cpu") as warm:  # one wide pass: about 10 MiB of activations per tangent
+        next(jg._columns(lambda z: G.synthesize(z.reshape(1, *w.shape))[0].mean(0).reshape(-1), flat, 32, "forward"))
+    if warm.bytes is None:
+        pytest.skip("no peak-memory source on this platform")
+    limit = 120 << 20  # J is 28 MiB: room for a few tangents' activations, not for 32
+    g = jacobian_gram(G, w, Region.box(16, 16, 32, 32), max_memory=limit, progress=False)
+    assert g.meta["mode"] == "forward" and 1 < g.meta["chunk"] < 10, g.meta
+    assert g.meta["activation_bytes_per_tangent"] > warm.bytes / 32 / 2  # half of what the wide pass showed
+    assert g.meta["peak_bytes"] <= limit, g.meta
 
 
 def test_measured_peak_tracks_a_large_allocation():

@@ -5,6 +5,7 @@
 (``torch.func.jvp`` under ``torch.func.vmap``): ``D`` forward passes for a ``D``-dimensional latent instead of one
 backward pass per output pixel. The two Grams then come from one pass of :func:`lowrankedit.ops.masked_gram`.
 """
+import ctypes
 import math
 import mmap
 import time
@@ -29,6 +30,9 @@ MAX_ROW_PASSES = 2
 CHUNK_BYTES = 64 << 20
 #: Most tangents per chunk by default (each tangent also carries its own activations through the generator).
 MAX_CHUNK = 128
+#: The plan counts the probe's measured activation bytes times this: the peaks of identical forward passes differ
+#: by up to 15% (which thread allocates when); measured on a 256-px ``stylegan2``, 45 chunks of 5 tangents.
+ACTIVATION_MARGIN = 1.25
 
 
 def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=None, mode="auto", max_memory=None,
@@ -62,9 +66,9 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         mode fails. The choice and its reason are recorded in ``Gram.meta``.
     max_memory : int, optional
         Bytes any step may hold (default 4 GiB): the Jacobian (or its row block), one chunk's tangents, outputs
-        and activations (measured on a 2-tangent probe), and the Gram accumulators. The chunk is shrunk to fit;
-        a plan that cannot fit even with one tangent per chunk raises ``MemoryError`` before anything large is
-        allocated.
+        and activations (per tangent: half the peak difference of a 4- and a 2-tangent probe), and the Gram
+        accumulators. The chunk is shrunk to fit; a plan that cannot fit even with one tangent per chunk raises
+        ``MemoryError`` before anything large is allocated.
     progress : bool
         Show a tqdm bar over chunks.
 
@@ -76,7 +80,8 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         ``rows``, ``image_size``, ``size``, ``fuse_channels``, ``n_images``, ``region``, ``generator``, ``seconds``,
         ``max_memory``, ``planned_bytes`` (the step bound the plan met), ``peak_bytes`` (measured: the CUDA
         allocator's peak, or the process's peak resident memory on the CPU, above the level at the start; ``None``
-        where it cannot be measured), ``peak_measured_by``, ``row_passes``, ``activation_bytes_per_tangent``.
+        where it cannot be measured), ``peak_measured_by``, ``row_passes``, ``activation_bytes_per_tangent`` and
+        ``activation_bytes_per_pass`` (as planned: measured, times ``ACTIVATION_MARGIN``).
 
     Notes
     -----
@@ -141,7 +146,7 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     user_chunk = chunk is not None
     chunk = _check_chunk(chunk, D, R, elem)
 
-    # Forward mode available? (and the activation bytes one tangent carries, measured on a 2-tangent probe)
+    # Forward mode available? (and the activation bytes one tangent carries)
     jvp = "double_vjp" if mode == "double_vjp" else "forward"
     note = None
     err = _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)
@@ -150,11 +155,12 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
             raise err
         jvp = "double_vjp"
         note = f"forward mode failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); JVPs from two VJPs"
-        _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)
-    # measured on a second, warm call: the first one's lazy imports and thread pools are not per-tangent memory
-    with _PeakMemory(device) as probe_peak:
-        _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)
-    act = max(R * elem, (probe_peak.bytes or 0) // min(D, 2))
+    act, fixed = (int(b * ACTIVATION_MARGIN) for b in _activation_bytes(rows_of, lat[0].reshape(-1), D, jvp, device))
+    act = max(R * elem, act)
+
+    def step(route, passes, c):
+        return _step_bytes(route, passes, R, D, elem, act, c, accumulators=_accumulates(route, passes, lat.shape[0]),
+                           fixed=fixed)
 
     # Pick the route and the chunk: the first route whose step fits the bound.
     if mode == "auto":
@@ -166,23 +172,21 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
     choice = None
     for cand in candidates:
         route_c, passes = cand if isinstance(cand, tuple) else (cand, 1)
-        c = _fit_chunk(route_c, passes, R, D, elem, act, chunk, user_chunk, limit,
-                       accumulators=_accumulates(route_c, passes, lat.shape[0]))
+        c = _fit_chunk(lambda c: step(route_c, passes, c), chunk, user_chunk, limit)
         if c is not None:
             choice = (route_c, passes, c)
             break
     if choice is None:
         route_c, passes = candidates[-1] if isinstance(candidates[-1], tuple) else (candidates[-1], 1)
-        need = _step_bytes(route_c, passes, R, D, elem, act, chunk if user_chunk else 1,
-                           accumulators=_accumulates(route_c, passes, lat.shape[0]))
+        need = step(route_c, passes, chunk if user_chunk else 1)
         raise MemoryError(
             f"jacobian_gram: no step of mode={mode!r} fits max_memory={limit} bytes: the smallest plan "
             f"({route_c}, {passes} pass(es), chunk {chunk if user_chunk else 1}) needs {need} bytes for a ({R}, {D}) "
-            f"Jacobian ({elem}-byte entries, {act} activation bytes per tangent); raise max_memory, or reduce the "
-            "image size (size=) or the latent dimension")
+            f"Jacobian ({elem}-byte entries, {act} activation bytes per tangent and {fixed} per pass); raise "
+            "max_memory, or reduce the image size (size=) or the latent dimension")
     route, passes, chunk = choice
     accumulate = _accumulates(route, passes, lat.shape[0])
-    planned = _step_bytes(route, passes, R, D, elem, act, chunk, accumulators=accumulate)
+    planned = step(route, passes, chunk)
     if mode == "auto":
         jac_bytes = R * D * elem
         reason = ("forward-mode products supported" if route == "forward" else
@@ -250,7 +254,7 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         "seconds": time.perf_counter() - t_start, "world_size": distributed.world_size(),
         "max_memory": int(limit), "planned_bytes": int(planned),
         "peak_bytes": peak.bytes, "peak_measured_by": peak.source, "row_passes": int(passes),
-        "activation_bytes_per_tangent": int(act),
+        "activation_bytes_per_tangent": int(act), "activation_bytes_per_pass": int(fixed),
     }
     return Gram(fg, bg, n_fg, n_bg, latent_shape, meta)
 
@@ -276,6 +280,8 @@ def _columns(rows_of, flat, chunk, jvp, chunks=None):
         batched = torch.func.vmap(jvp_one)
         for k0 in starts:
             yield k0, batched(_one_hot(k0, min(D, k0 + chunk), D, flat))
+            if flat.device.type == "cpu":  # the last pass's freed activations: not held while the next one runs
+                _release_free_heap()
         return
     # double_vjp: g(u) = J^T u is linear in u, so the VJP of g with cotangent t is J t.
     with torch.enable_grad():
@@ -286,6 +292,8 @@ def _columns(rows_of, flat, chunk, jvp, chunks=None):
         for k0 in starts:
             E = _one_hot(k0, min(D, k0 + chunk), D, flat)
             yield k0, _batched_grad(g, u, E)
+            if flat.device.type == "cpu":
+                _release_free_heap()
 
 
 def _batched_grad(out, inp, cotangents):
@@ -328,6 +336,27 @@ def _forward_mode_error(rows_of, flat, c, jvp="forward"):
 # ----------------------------------------------------------------------------------------------------------------
 # Memory: the plan (bytes one step holds) and the measurement
 
+def _activation_bytes(rows_of, flat, D, jvp, device):
+    """``(per_tangent, per_pass)``: the bytes a forward pass's peak grows by per tangent, and what it holds
+    whatever its width (the primal activations, the image); ``(0, 0)`` where the peak cannot be measured.
+
+    The slope between a 1- and an 8-tangent probe (``D`` where ``D < 8``), so that what a pass holds once is not
+    counted once per tangent, and wide enough that the peaks' noise (tens of MiB at 1024 px) is a small share of
+    it. Each probe starts from a trimmed heap (:func:`_release_free_heap`)."""
+    _forward_mode_error(rows_of, flat, min(D, 2), jvp)  # warm: lazy imports, thread pools
+    sizes = (1, min(D, 8)) if D > 1 else (1,)
+    peaks = []
+    for c in sizes:
+        with _PeakMemory(device) as peak:
+            _forward_mode_error(rows_of, flat, c, jvp)
+        if peak.bytes is None:
+            return 0, 0
+        peaks.append(peak.bytes)
+    if len(peaks) == 1:
+        return peaks[0], 0
+    per_tangent = max(0, peaks[1] - peaks[0]) // (sizes[1] - sizes[0])
+    return per_tangent, max(0, peaks[0] - per_tangent)
+
 
 def _accumulates(route, passes, n_images):
     """Whether partial Gram pairs are summed, in float64 accumulators: more than one image, row block, process or
@@ -336,23 +365,21 @@ def _accumulates(route, passes, n_images):
     return route == "matrix_free" or passes > 1 or n_images > 1 or distributed.active()
 
 
-def _step_bytes(route, passes, R, D, elem, act, chunk, *, accumulators=True):
+def _step_bytes(route, passes, R, D, elem, act, chunk, *, accumulators=True, fixed=0):
     """Bytes one step holds: the float64 accumulators (where partial Grams are summed) and one image's Gram pair,
     plus the route's Jacobian (or row block) and one chunk of tangents (one-hot inputs, outputs, activations ``act``
-    each)."""
-    grams = (2 * D * D * 8 if accumulators else 0) + 2 * D * D * elem
+    each, and ``fixed`` per forward pass)."""
+    held = (2 * D * D * 8 if accumulators else 0) + 2 * D * D * elem + fixed  # Grams, and what a pass holds once
     if route == "matrix_free":
         # the retained graph of one forward pass, the chunk's columns, their 2c cotangents and 2c VJPs
-        return grams + act + chunk * (3 * R * elem + 2 * D * elem + 2 * act)
+        return held + act + chunk * (3 * R * elem + 2 * D * elem + 2 * act)
     rows = -(-R // passes)
-    return grams + rows * D * elem + chunk * (D * elem + R * elem + act)
+    return held + rows * D * elem + chunk * (D * elem + R * elem + act)
 
 
-def _fit_chunk(route, passes, R, D, elem, act, chunk, fixed, limit, *, accumulators=True):
-    """The largest chunk ``<= chunk`` whose step fits ``limit`` (``chunk`` itself when ``fixed``), or ``None``."""
-    def step(c):
-        return _step_bytes(route, passes, R, D, elem, act, c, accumulators=accumulators)
-
+def _fit_chunk(step, chunk, fixed, limit):
+    """The largest chunk ``<= chunk`` whose ``step(chunk)`` bytes fit ``limit`` (``chunk`` itself when ``fixed``),
+    or ``None``."""
     if step(chunk) <= limit:
         return chunk
     if fixed:
@@ -387,6 +414,7 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device_index())
             self.start = torch.cuda.memory_allocated(self.device_index())
         elif _resident_peak_is_tracked():
+            _release_free_heap()
             _reset_resident_peak()
             self.start = _proc_status("VmRSS")
         else:
@@ -406,6 +434,23 @@ class _PeakMemory:
             if hwm is not None:
                 self.bytes, self.source = max(0, hwm - self.start), "process peak resident memory (VmHWM)"
         return False
+
+
+def _release_free_heap():
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; nothing elsewhere). Without it a
+    process that has run a large step before keeps those pages resident, and the next step reuses them without
+    moving the resident peak: a warm process measured half the activation bytes of a fresh one."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 def _reset_resident_peak():
