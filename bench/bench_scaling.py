@@ -235,9 +235,8 @@ def bench_gram(D, args, rows):
                          note="skipped: D is not 512 k with k <= 18"))
         return
     if not args.gram_in_process:
-        # Each D in a fresh process: in a process that already ran a large Gram, glibc keeps the freed heap
-        # resident, the op's 2-tangent memory probe sees too little growth and plans too large a chunk (seen: 6.0 GiB
-        # against the 4 GiB bound at D = 1024 after D = 512).
+        # Each D in a fresh process, so that every row starts from the same state (no heap, caches or thread pools
+        # left by the row before it).
         with tempfile.TemporaryDirectory() as tmp:
             row = os.path.join(tmp, "row.json")
             subprocess.run([sys.executable, os.path.abspath(__file__), "--sizes", str(D), "--steps", "gram",

@@ -46,7 +46,7 @@ namespace lowrankedit {
 namespace {
 
 constexpr int64_t kMaxAttempts = 30;  // partial-SVT passes per iteration before the full eigendecomposition
-constexpr int64_t kExtraSteps = 2;    // Krylov steps added on retries within an iteration (one per retry)
+constexpr int64_t kExtraSteps = 2;    // Krylov steps added within an iteration (one per unconverged retry)
 
 struct Svt {
   at::Tensor U;  // (n, r) kept eigenvectors
@@ -244,13 +244,14 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
     // Partial SVT: a block of p >= predicted rank + 1 columns.
     int64_t p = std::min(sv + 1, n);
     bool done = o.exact_svt;
+    int64_t slow = 0;  // retries for unconverged Ritz pairs (not for a block the survivors filled)
     for (int64_t attempt = 0; !done && attempt < kMaxAttempts; ++attempt) {
       const int64_t cols = std::min(p + o.oversample, n);
       // A retry means the Ritz pairs converge slowly (eigenvalues crowding the threshold, as on Jacobian Grams with a
       // smoothly decaying spectrum): a deeper Krylov space, not another restart of the same one. On W+ Grams
       // (n = 384) one step per retry took 25 attempts per iteration and 112 full eigendecompositions in 150
-      // iterations; up to two more steps, 4 attempts and none.
-      const int64_t steps = o.steps + std::min<int64_t>(attempt, kExtraSteps);
+      // iterations; up to two more steps, 4 attempts and none. A grown block needs no deeper space.
+      const int64_t steps = o.steps + std::min<int64_t>(slow, kExtraSteps);
       if (2 * cols * (steps + 1) > n) break;
       const int64_t given = W.defined() ? std::min(W.size(1), cols - 1) : 0;
       auto fresh = randn_like_cpu(n, cols - given, M, gen);
@@ -265,7 +266,10 @@ RpcaIalmResult rpca_ialm(const at::Tensor& M_in, const RpcaIalmOptions& o) {
         continue;
       }
       const double scale = ritz.values.abs().max().item<double>();
-      if (r > 0 && ritz.residuals.narrow(0, 0, r).max().item<double>() > o.svt_tol * scale) continue;
+      if (r > 0 && ritz.residuals.narrow(0, 0, r).max().item<double>() > o.svt_tol * scale) {
+        ++slow;
+        continue;
+      }
       svt = from_eigenpairs(ritz.values, ritz.vectors, tau, r, 0.0, false);
       done = true;
       res.block = p;

@@ -66,9 +66,10 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         mode fails. The choice and its reason are recorded in ``Gram.meta``.
     max_memory : int, optional
         Bytes any step may hold (default 4 GiB): the Jacobian (or its row block), one chunk's tangents, outputs
-        and activations (per tangent: half the peak difference of a 4- and a 2-tangent probe), and the Gram
-        accumulators. The chunk is shrunk to fit; a plan that cannot fit even with one tangent per chunk raises
-        ``MemoryError`` before anything large is allocated.
+        and activations (measured: the peak's slope between a 1- and an 8-tangent probe, and what one pass holds
+        whatever its width, both times ``ACTIVATION_MARGIN``), and the Gram accumulators. The chunk is shrunk to
+        fit; a plan that cannot fit even with one tangent per chunk raises ``MemoryError`` before anything large
+        is allocated.
     progress : bool
         Show a tqdm bar over chunks.
 
@@ -155,12 +156,12 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
             raise err
         jvp = "double_vjp"
         note = f"forward mode failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); JVPs from two VJPs"
-    act, fixed = (int(b * ACTIVATION_MARGIN) for b in _activation_bytes(rows_of, lat[0].reshape(-1), D, jvp, device))
+    act, per_pass = (int(b * ACTIVATION_MARGIN) for b in _activation_bytes(rows_of, lat[0].reshape(-1), D, jvp, device))
     act = max(R * elem, act)
 
     def step(route, passes, c):
         return _step_bytes(route, passes, R, D, elem, act, c, accumulators=_accumulates(route, passes, lat.shape[0]),
-                           fixed=fixed)
+                           per_pass=per_pass)
 
     # Pick the route and the chunk: the first route whose step fits the bound.
     if mode == "auto":
@@ -182,7 +183,7 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         raise MemoryError(
             f"jacobian_gram: no step of mode={mode!r} fits max_memory={limit} bytes: the smallest plan "
             f"({route_c}, {passes} pass(es), chunk {chunk if user_chunk else 1}) needs {need} bytes for a ({R}, {D}) "
-            f"Jacobian ({elem}-byte entries, {act} activation bytes per tangent and {fixed} per pass); raise "
+            f"Jacobian ({elem}-byte entries, {act} activation bytes per tangent and {per_pass} per pass); raise "
             "max_memory, or reduce the image size (size=) or the latent dimension")
     route, passes, chunk = choice
     accumulate = _accumulates(route, passes, lat.shape[0])
@@ -254,7 +255,7 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
         "seconds": time.perf_counter() - t_start, "world_size": distributed.world_size(),
         "max_memory": int(limit), "planned_bytes": int(planned),
         "peak_bytes": peak.bytes, "peak_measured_by": peak.source, "row_passes": int(passes),
-        "activation_bytes_per_tangent": int(act), "activation_bytes_per_pass": int(fixed),
+        "activation_bytes_per_tangent": int(act), "activation_bytes_per_pass": int(per_pass),
     }
     return Gram(fg, bg, n_fg, n_bg, latent_shape, meta)
 
@@ -365,11 +366,11 @@ def _accumulates(route, passes, n_images):
     return route == "matrix_free" or passes > 1 or n_images > 1 or distributed.active()
 
 
-def _step_bytes(route, passes, R, D, elem, act, chunk, *, accumulators=True, fixed=0):
+def _step_bytes(route, passes, R, D, elem, act, chunk, *, accumulators=True, per_pass=0):
     """Bytes one step holds: the float64 accumulators (where partial Grams are summed) and one image's Gram pair,
     plus the route's Jacobian (or row block) and one chunk of tangents (one-hot inputs, outputs, activations ``act``
-    each, and ``fixed`` per forward pass)."""
-    held = (2 * D * D * 8 if accumulators else 0) + 2 * D * D * elem + fixed  # Grams, and what a pass holds once
+    each, and ``per_pass`` per forward pass)."""
+    held = (2 * D * D * 8 if accumulators else 0) + 2 * D * D * elem + per_pass  # Grams, and what a pass holds once
     if route == "matrix_free":
         # the retained graph of one forward pass, the chunk's columns, their 2c cotangents and 2c VJPs
         return held + act + chunk * (3 * R * elem + 2 * D * elem + 2 * act)
@@ -377,12 +378,12 @@ def _step_bytes(route, passes, R, D, elem, act, chunk, *, accumulators=True, fix
     return held + rows * D * elem + chunk * (D * elem + R * elem + act)
 
 
-def _fit_chunk(step, chunk, fixed, limit):
-    """The largest chunk ``<= chunk`` whose ``step(chunk)`` bytes fit ``limit`` (``chunk`` itself when ``fixed``),
-    or ``None``."""
+def _fit_chunk(step, chunk, given, limit):
+    """The largest chunk ``<= chunk`` whose ``step(chunk)`` bytes fit ``limit`` (only ``chunk`` itself when the
+    user ``given`` it), or ``None``."""
     if step(chunk) <= limit:
         return chunk
-    if fixed:
+    if given:
         return None
     lo, hi = 1, chunk  # the step grows with the chunk: bisect
     if step(lo) > limit:
