@@ -156,6 +156,7 @@ def jacobian_gram(G, latent, region, *, size=None, fuse_channels=True, chunk=Non
             raise err
         jvp = "double_vjp"
         note = f"forward mode failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); JVPs from two VJPs"
+        _forward_mode_error(rows_of, lat[0].reshape(-1), min(D, 2), jvp)  # warm, as the forward check above is
     act, per_pass = (int(b * ACTIVATION_MARGIN) for b in _activation_bytes(rows_of, lat[0].reshape(-1), D, jvp, device))
     act = max(R * elem, act)
 
@@ -343,8 +344,8 @@ def _activation_bytes(rows_of, flat, D, jvp, device):
 
     The slope between a 1- and an 8-tangent probe (``D`` where ``D < 8``), so that what a pass holds once is not
     counted once per tangent, and wide enough that the peaks' noise (tens of MiB at 1024 px) is a small share of
-    it. Each probe starts from a trimmed heap (:func:`_release_free_heap`)."""
-    _forward_mode_error(rows_of, flat, min(D, 2), jvp)  # warm: lazy imports, thread pools
+    it. Each probe starts from a trimmed heap (:func:`_release_free_heap`). Call it after a warm call: a first
+    call's lazy imports and thread pools are no pass's memory."""
     sizes = (1, min(D, 8)) if D > 1 else (1,)
     peaks = []
     for c in sizes:
