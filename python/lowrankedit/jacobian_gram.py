@@ -279,23 +279,21 @@ def _columns(rows_of, flat, chunk, jvp, chunks=None):
     if jvp == "forward":
         def jvp_one(t):
             return torch.func.jvp(rows_of, (flat,), (t,))[1]
-        batched = torch.func.vmap(jvp_one)
-        for k0 in starts:
-            yield k0, batched(_one_hot(k0, min(D, k0 + chunk), D, flat))
-            if flat.device.type == "cpu":  # the last pass's freed activations: not held while the next one runs
-                _release_free_heap()
-        return
-    # double_vjp: g(u) = J^T u is linear in u, so the VJP of g with cotangent t is J t.
-    with torch.enable_grad():
-        z = flat.clone().requires_grad_(True)
-        y = rows_of(z)
-        u = torch.zeros_like(y, requires_grad=True)
-        (g,) = torch.autograd.grad(y, z, u, create_graph=True)
-        for k0 in starts:
-            E = _one_hot(k0, min(D, k0 + chunk), D, flat)
-            yield k0, _batched_grad(g, u, E)
-            if flat.device.type == "cpu":
-                _release_free_heap()
+        products = torch.func.vmap(jvp_one)
+    else:  # double_vjp: g(u) = J^T u is linear in u, so the VJP of g with cotangent t is J t.
+        with torch.enable_grad():
+            z = flat.clone().requires_grad_(True)
+            y = rows_of(z)
+            u = torch.zeros_like(y, requires_grad=True)
+            (g,) = torch.autograd.grad(y, z, u, create_graph=True)
+
+        def products(E):
+            with torch.enable_grad():
+                return _batched_grad(g, u, E)
+    for k0 in starts:
+        yield k0, products(_one_hot(k0, min(D, k0 + chunk), D, flat))
+        if flat.device.type == "cpu":  # the last pass's freed activations: not held while the next one runs
+            _release_free_heap()
 
 
 def _batched_grad(out, inp, cotangents):
