@@ -122,8 +122,8 @@ LIN = dict(alpha=1.0, balance=False, mu_max_factor=1e7)  # Lin et al.'s schedule
 @pytest.mark.parametrize("schedule", [{}, LIN], ids=["default", "lin"])
 @pytest.mark.parametrize("n,rank", [(23, 2), (262, 10)])
 def test_tiled_passes_equal_the_reference_iteration_on_full_matrices(n, rank, schedule):
-    # 23: one tile, narrower than a vector register block; 262 = 128 + 128 + 6: edge tiles of 6, row blocks not a
-    # multiple of the kernel's 6 rows
+    # 23: one tile, narrower than a vector register block; 262 = 128 + 128 + 6: edge tiles of 6, row counts not a
+    # multiple of the kernel's 4-, 6- and 12-row blocks
     M, _, _ = planted_rpca(n, rank=rank, density=0.05, magnitude=0.05, seed=3)
     L_ref, S_ref, it_ref = _reference_ialm(M, **schedule)
     assert it_ref < 300

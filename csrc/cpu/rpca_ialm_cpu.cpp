@@ -23,6 +23,8 @@ constexpr int64_t kTile = 128;
 // and product accumulators do not depend on the thread count; threads take the next free slot, so one thread
 // slowed down by other jobs on a shared machine does not hold the others at the end of every pass.
 constexpr int64_t kSlots = 16;
+// Row stride of a packed tile copy: 136 doubles (1088 B), so consecutive rows fall in different L1 sets.
+constexpr int64_t kPackedLd = 136;
 
 struct Tile {
   int64_t i0, rows, j0, cols;
@@ -68,55 +70,62 @@ void gemm_acc_scalar(int64_t m, int64_t nc, int64_t k, const double* A, int64_t 
 }
 
 #ifdef LOWRANKEDIT_X86
-// R x (4 CV) register block: R CV accumulators (6 x 2 = 12 of the 16 ymm registers, enough independent FMAs to
-// cover their latency), the B row loaded once per q and A broadcast.
+// R x (4 CV) register block with R CV = 12 accumulators: with the CV loads of B and the broadcast of A that is 16
+// ymm registers, so nothing spills to the stack inside the q loop (the loops are unrolled so the accumulators are
+// named registers), and 12 independent FMAs cover their latency.
 template <bool kTrans, int R, int CV>
 __attribute__((target("avx2,fma"))) inline void micro(int64_t k, const double* A, int64_t lda, const double* B,
                                                       int64_t ldb, double* C, int64_t ldc) {
   __m256d acc[R][CV];
+#pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
     for (int c = 0; c < CV; ++c) acc[r][c] = _mm256_loadu_pd(C + r * ldc + 4 * c);
   for (int64_t q = 0; q < k; ++q) {
     __m256d b[CV];
+#pragma GCC unroll 3
     for (int c = 0; c < CV; ++c) b[c] = _mm256_loadu_pd(B + q * ldb + 4 * c);
+#pragma GCC unroll 12
     for (int r = 0; r < R; ++r) {
       const __m256d a = _mm256_broadcast_sd(kTrans ? A + q * lda + r : A + r * lda + q);
+#pragma GCC unroll 3
       for (int c = 0; c < CV; ++c) acc[r][c] = _mm256_fmadd_pd(a, b[c], acc[r][c]);
     }
   }
+#pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
     for (int c = 0; c < CV; ++c) _mm256_storeu_pd(C + r * ldc + 4 * c, acc[r][c]);
 }
 
-template <bool kTrans, int R>
-__attribute__((target("avx2,fma"))) void row_block(int64_t nc, int64_t k, const double* A, int64_t lda,
-                                                   const double* B, int64_t ldb, double* C, int64_t ldc) {
-  int64_t c0 = 0;
-  for (; c0 + 8 <= nc; c0 += 8) micro<kTrans, R, 2>(k, A, lda, B + c0, ldb, C + c0, ldc);
-  if (c0 + 4 <= nc) {
-    micro<kTrans, R, 1>(k, A, lda, B + c0, ldb, C + c0, ldc);
-    c0 += 4;
+// The 4 CV columns at c0 for all m rows: R-row blocks, then single rows.
+template <bool kTrans, int CV>
+__attribute__((target("avx2,fma"))) void column_panel(int64_t m, int64_t k, const double* A, int64_t lda,
+                                                      const double* B, int64_t ldb, double* C, int64_t ldc) {
+  constexpr int R = 12 / CV;
+  int64_t r0 = 0;
+  for (; r0 + R <= m; r0 += R) {
+    micro<kTrans, R, CV>(k, kTrans ? A + r0 : A + r0 * lda, lda, B, ldb, C + r0 * ldc, ldc);
   }
-  if (c0 < nc) gemm_acc_scalar<kTrans>(R, nc - c0, k, A, lda, B + c0, ldb, C + c0, ldc);
+  for (; r0 < m; ++r0) micro<kTrans, 1, CV>(k, kTrans ? A + r0 : A + r0 * lda, lda, B, ldb, C + r0 * ldc, ldc);
 }
 
+// Columns in panels of 12, 8 and 4 (each panel reads A once), the last nc % 4 in scalar code.
 template <bool kTrans>
 __attribute__((target("avx2,fma"))) void gemm_acc_avx2(int64_t m, int64_t nc, int64_t k, const double* A,
                                                        int64_t lda, const double* B, int64_t ldb, double* C,
                                                        int64_t ldc) {
-  constexpr int64_t kRows = 6;
-  for (int64_t r0 = 0; r0 < m; r0 += kRows) {
-    const double* a = kTrans ? A + r0 : A + r0 * lda;
-    double* c = C + r0 * ldc;
-    switch (std::min(kRows, m - r0)) {
-      case 6: row_block<kTrans, 6>(nc, k, a, lda, B, ldb, c, ldc); break;
-      case 5: row_block<kTrans, 5>(nc, k, a, lda, B, ldb, c, ldc); break;
-      case 4: row_block<kTrans, 4>(nc, k, a, lda, B, ldb, c, ldc); break;
-      case 3: row_block<kTrans, 3>(nc, k, a, lda, B, ldb, c, ldc); break;
-      case 2: row_block<kTrans, 2>(nc, k, a, lda, B, ldb, c, ldc); break;
-      default: row_block<kTrans, 1>(nc, k, a, lda, B, ldb, c, ldc); break;
-    }
+  int64_t c0 = 0;
+  for (; c0 + 12 <= nc; c0 += 12) column_panel<kTrans, 3>(m, k, A, lda, B + c0, ldb, C + c0, ldc);
+  if (c0 + 8 <= nc) {
+    column_panel<kTrans, 2>(m, k, A, lda, B + c0, ldb, C + c0, ldc);
+    c0 += 8;
   }
+  if (c0 + 4 <= nc) {
+    column_panel<kTrans, 1>(m, k, A, lda, B + c0, ldb, C + c0, ldc);
+    c0 += 4;
+  }
+  if (c0 < nc) gemm_acc_scalar<kTrans>(m, nc - c0, k, A, lda, B + c0, ldb, C + c0, ldc);
 }
 
 bool has_avx2_fma() {
@@ -243,7 +252,7 @@ void rpca_ialm_last_argument_cpu(const at::Tensor& Y, at::Tensor& X, const at::T
 at::Tensor rpca_ialm_symmetric_apply_cpu(const at::Tensor& X, const at::Tensor& V, at::Tensor& scratch) {
   const int64_t n = X.size(0), p = V.size(1);
   const int64_t P = (p + 3) / 4 * 4;  // padded to whole vector registers
-  double* v = scratch_of(scratch, (kSlots + 1) * n * P);
+  double* v = scratch_of(scratch, (kSlots + 1) * n * P + kSlots * kTile * kPackedLd);
   auto Vp = at::from_blob(v, {n, P}, X.options());
   Vp.narrow(1, p, P - p).zero_();
   Vp.narrow(1, 0, p).copy_(V);
@@ -251,11 +260,19 @@ at::Tensor rpca_ialm_symmetric_apply_cpu(const at::Tensor& X, const at::Tensor& 
   acc.zero_();
   const double* x = X.const_data_ptr<double>();
   double* out = acc.mutable_data_ptr<double>();
+  double* packed = v + (kSlots + 1) * n * P;
   for_each_upper_tile(upper_tiles(n), [&](int64_t slot, int64_t, const Tile& t) {
     double* o = out + slot * n * P;
-    const double* tile = x + t.i0 * n + t.j0;
-    gemm_acc<false>(t.rows, P, t.cols, tile, n, v + t.j0 * P, P, o + t.i0 * P, P);  // X_IJ V_J
-    if (!t.diagonal) gemm_acc<true>(t.cols, P, t.rows, tile, n, v + t.i0 * P, P, o + t.j0 * P, P);  // X_IJ^T V_I
+    // Both products read the tile from an L2-resident copy: read in place, rows n apart alias in the L1 whenever
+    // n * 8 is a multiple of 4096 (n = 9216 is), and the transposed product walks those rows.
+    double* tile = packed + slot * kTile * kPackedLd;
+    for (int64_t i = 0; i < t.rows; ++i) {
+      std::copy_n(x + (t.i0 + i) * n + t.j0, t.cols, tile + i * kPackedLd);
+    }
+    gemm_acc<false>(t.rows, P, t.cols, tile, kPackedLd, v + t.j0 * P, P, o + t.i0 * P, P);  // X_IJ V_J
+    if (!t.diagonal) {
+      gemm_acc<true>(t.cols, P, t.rows, tile, kPackedLd, v + t.i0 * P, P, o + t.j0 * P, P);  // X_IJ^T V_I
+    }
   });
   auto result = acc[0].clone();
   for (int64_t s = 1; s < kSlots; ++s) result.add_(acc[s]);  // fixed order
