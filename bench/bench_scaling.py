@@ -4,8 +4,9 @@ For D in {512, 1024, 2048, 4608, 9216} (choose with --sizes), each step's time a
 
 * ``gram``: ``jacobian_gram`` of a 1024-px ``stylegan2`` with narrow channels (18 ws of 512; --gram-channel-base,
   --gram-channel-max) whose first ``D / 512`` ws move (the others fixed), image resized to 256 as the official code
-  does, against the generator's own cost for D forward-mode products (one chunk of the same width timed by
-  ``torch.func`` and scaled), as a ratio; the peak the op measured is in the notes.
+  does, against the generator's own cost for D forward-mode products (chunks of the same width timed by
+  ``torch.func`` between the op's own chunks, their mean scaled to D; their time is taken off the op's), as a
+  ratio; the peak the op measured is in the notes.
 * ``rpca``: ``ops.rpca_ialm`` (Lin et al.'s inexact ALM, partial SVT) on two planted Gram-like problems (rank 10 +
   5% sparse entries up to 0.05, ``lamb = 1/sqrt(n)``) against the same iteration with a dense full SVD every
   iteration (plain torch). The dense run stops at --dense-cap seconds; past it, its time is the measured
@@ -24,10 +25,12 @@ allocator's peak), not estimated. Growth exponents are least-squares slopes of l
     python bench/bench_scaling.py --sizes 512 1024 2048 --out bench/results/scaling.md
 """
 import argparse
+import importlib
 import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,10 +207,10 @@ def gram_generator(args):
     return G, G.sample_latents(1, seed=0)[0]
 
 
-def forward_mode_seconds(G, latent, size, chunk, repeats=2):
-    """The generator's own cost of ``chunk`` forward-mode products to the differentiated rows (synthesize, nearest
-    resize, channel mean: what ``jacobian_gram`` differentiates), by ``torch.func``: the best of ``repeats`` timed
-    chunks after a warm one."""
+def forward_mode_chunk(G, latent, size, chunk):
+    """One chunk of ``chunk`` forward-mode products to the differentiated rows (synthesize, nearest resize, channel
+    mean: what ``jacobian_gram`` differentiates), by ``torch.func``: a function that runs it and returns its
+    seconds."""
     D = latent.numel()
     flat = latent.reshape(-1)
 
@@ -217,19 +220,60 @@ def forward_mode_seconds(G, latent, size, chunk, repeats=2):
 
     batched = torch.func.vmap(lambda t: torch.func.jvp(rows_of, (flat,), (t,))[1])
     tangents = torch.eye(chunk, D, dtype=flat.dtype)
-    best = float("inf")
-    for i in range(repeats + 1):
+
+    def timed():
         t0 = time.perf_counter()
         batched(tangents)
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return best
+        return time.perf_counter() - t0
+    return timed
+
+
+#: Baseline chunks timed during one Gram run.
+BASELINE_SAMPLES = 20
+
+
+class interleaved_baseline:
+    """While active, every ``n / BASELINE_SAMPLES``-th Jacobian chunk of ``jacobian_gram`` is followed by one timed
+    ``torch.func`` chunk of the same width (after one warm chunk): ``times`` holds those seconds and
+    ``seconds_inside`` all the time spent on them, to take off the op's wall time. This machine's speed drifts by
+    more than the 1.5x margin over a run of 30-60 minutes (another session's job, page-cache state), so a baseline
+    timed at one moment measures the drift; interleaved, both see the same machine. It wraps the op's private
+    column generator: only the benchmark does this."""
+
+    def __init__(self, G, latent, size):
+        self.G, self.latent, self.size = G, latent, size
+        self.times, self.seconds_inside, self.warm = [], 0.0, False
+
+    def __enter__(self):
+        module = importlib.import_module("lowrankedit.jacobian_gram")
+        original, outer = module._columns, self
+
+        def columns(rows_of, flat, chunk, jvp, chunks=None):
+            timed = forward_mode_chunk(outer.G, outer.latent, outer.size, chunk)
+            every = max(1, math.ceil(flat.numel() / chunk) // BASELINE_SAMPLES)
+            for i, item in enumerate(original(rows_of, flat, chunk, jvp, chunks)):
+                yield item
+                if i % every == every - 1:
+                    t0 = time.perf_counter()
+                    if not outer.warm:  # the first torch.func chunk of this width is not timed
+                        timed()
+                        outer.warm = True
+                    outer.times.append(timed())
+                    outer.seconds_inside += time.perf_counter() - t0
+
+        self.module, self.original = module, original
+        module._columns = columns
+        return self
+
+    def __exit__(self, *exc):
+        self.module._columns = self.original
+        return False
 
 
 def bench_gram(D, args, rows):
     """``jacobian_gram`` (``size=256``, channels averaged, the default 4 GiB bound) against the generator's own
-    forward-mode cost for D products: one chunk of the same width timed by ``torch.func`` and scaled by the number
-    of chunks."""
+    forward-mode cost for D products: chunks of the same width timed by ``torch.func`` between the op's chunks
+    (:class:`interleaved_baseline`), their mean times the number of chunks."""
     if D % 512 or not 1 <= D // 512 <= 18:
         rows.append(dict(step="gram", D=D, ours=None, base=None, base_label="", peak=None, base_peak=None,
                          note="skipped: D is not 512 k with k <= 18"))
@@ -253,14 +297,19 @@ def bench_gram(D, args, rows):
     G = LeadingWs(G18, k, w)
     region = le.Region.box(96, 96, 64, 64, size=(256, 256))  # a centre box of the differentiated image
     load0 = os.getloadavg()[0]
-    g, dt, pk = measured(lambda: le.jacobian_gram(G, w[:k], region, size=256, progress=args.progress))
-    chunk = g.meta["chunk"]
-    per_chunk = forward_mode_seconds(G, w[:k], 256, chunk)
-    base = per_chunk * math.ceil(D / chunk)
+    with interleaved_baseline(G, w[:k], 256) as samples:
+        g, dt_all, pk = measured(lambda: le.jacobian_gram(G, w[:k], region, size=256, progress=args.progress))
+    dt = dt_all - samples.seconds_inside
+    chunk, nchunks = g.meta["chunk"], math.ceil(D / g.meta["chunk"])
+    per_chunk = statistics.fmean(samples.times)
+    base = per_chunk * nchunks
     ratio = dt / base
     rows.append(dict(step="gram", D=D, ours=dt, base=base, base_label=f"D forward-mode products (torch.func, "
-                     f"{chunk} per chunk, one chunk timed x {math.ceil(D / chunk)})", peak=pk, base_peak=None,
-                     note=f"**{ratio:.2f}x** the products (target <= 1.5x); route {g.meta['mode']}, "
+                     f"{chunk} per chunk: the mean of {len(samples.times)} chunks timed between the op's chunks, "
+                     f"x {nchunks})", peak=pk, base_peak=None,
+                     note=f"**{ratio:.2f}x** the products (target <= 1.5x; against the fastest and slowest timed "
+                          f"chunk {dt / (min(samples.times) * nchunks):.2f}x-{dt / (max(samples.times) * nchunks):.2f}x"
+                          f"); route {g.meta['mode']}, "
                           f"{g.meta['row_passes']} row pass(es), rows {g.meta['rows']}; peak reported by the op "
                           f"{(g.meta['peak_bytes'] or 0) / MiB:.0f} MiB (bound 4096 MiB); generator "
                           f"1024 px, channel_base {args.gram_channel_base}, channel_max {args.gram_channel_max}, "
