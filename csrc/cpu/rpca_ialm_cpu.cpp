@@ -98,7 +98,7 @@ __attribute__((target("avx2,fma"))) inline void micro(int64_t k, const double* A
     for (int c = 0; c < CV; ++c) _mm256_storeu_pd(C + r * ldc + 4 * c, acc[r][c]);
 }
 
-// The 4 CV columns at c0 for all m rows: R-row blocks, then single rows.
+// One panel of 4 CV columns of B and C, all m rows: blocks of R = 12 / CV rows, then single rows.
 template <bool kTrans, int CV>
 __attribute__((target("avx2,fma"))) void column_panel(int64_t m, int64_t k, const double* A, int64_t lda,
                                                       const double* B, int64_t ldb, double* C, int64_t ldc) {
