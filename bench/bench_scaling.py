@@ -102,6 +102,15 @@ def dense_ialm(M, lamb, tol, max_iter, cap_s, expected_iters):
     return max_iter, time.perf_counter() - t0, True
 
 
+def cubic_from_largest_timed(rows, step, key, D):
+    """``(seconds, D_ref)``: the ``key`` seconds of the last row of ``step`` that measured them, scaled by
+    ``(D / D_ref)^3`` (a dense D x D factorization's growth), or ``(None, None)`` when no row did."""
+    ref = [r for r in rows if r["step"] == step and r.get(key)]
+    if not ref:
+        return None, None
+    return ref[-1][key] * (D / ref[-1]["D"]) ** 3, ref[-1]["D"]
+
+
 def bench_rpca(D, args, rows):
     probs = [planted_rpca(D, rank=10, density=0.05, magnitude=0.05, seed=s) for s in (0, 1)]
     t_ours, peak_ours, its, errs, gaps = 0.0, 0, [], [], []
@@ -122,9 +131,9 @@ def bench_rpca(D, args, rows):
                          peak=peak_ours, base_peak=None, note=note))
         return
     if D > args.dense_max:  # one full SVD alone takes many minutes: n^3 from the largest D timed in this run
-        ref = [r for r in rows if r["step"] == "rpca (2 Grams)" and r.get("dense_per_iter")]
-        dense = ref[-1]["dense_per_iter"] * (D / ref[-1]["D"]) ** 3 * sum(its) if ref else None
-        label = f"extrapolated (D^3 from D={ref[-1]['D']})" if ref else "not run (D > --dense-max)"
+        per_iter, D_ref = cubic_from_largest_timed(rows, "rpca (2 Grams)", "dense_per_iter", D)
+        dense = per_iter * sum(its) if per_iter else None
+        label = f"extrapolated (D^3 from D={D_ref})" if per_iter else "not run (D > --dense-max)"
         rows.append(dict(step="rpca (2 Grams)", D=D, ours=t_ours, base=dense, base_label=label, peak=peak_ours,
                          base_peak=None, note=note))
         return
@@ -150,18 +159,15 @@ def bench_resefa(D, args, rows):
     (w_s, X_s), t_sub, pk_sub = measured(lambda: scipy.linalg.eigh(A, Bp, subset_by_index=[D - 10, D - 1]))
     X_s = X_s[:, ::-1]
     cos = np.abs(np.sum(d.vectors.numpy().T * X_s, 0) / np.linalg.norm(X_s, axis=0))
-    full_label = "measured"
+    t_measured = None
     if D <= args.scipy_full_max:
-        _, t_full, _ = measured(lambda: scipy.linalg.eigh(A, Bp))
+        _, t_measured, _ = measured(lambda: scipy.linalg.eigh(A, Bp))
+        t_full, full_label = t_measured, "measured"
     else:
-        ref = [r for r in rows if r["step"] == "resefa(k=10)" and r.get("full_measured")]
-        if ref:
-            t_full = ref[-1]["full"] * (D / ref[-1]["D"]) ** 3
-            full_label = f"extrapolated (D^3 from D={ref[-1]['D']})"
-        else:
-            t_full, full_label = float("nan"), "not run"
+        t_full, D_ref = cubic_from_largest_timed(rows, "resefa(k=10)", "full_measured", D)
+        t_full, full_label = (t_full, f"extrapolated (D^3 from D={D_ref})") if t_full else (float("nan"), "not run")
     rows.append(dict(step="resefa(k=10)", D=D, ours=dt, base=t_sub, base_label="scipy subset_by_index", peak=pk,
-                     base_peak=pk_sub, full=t_full, full_measured=full_label == "measured",
+                     base_peak=pk_sub, full_measured=t_measured,
                      note=f"min |cos| to scipy {cos.min():.6f}; scipy full eigh(A, B): {t_full:.1f} s "
                           f"({full_label}); top-k restarts {d.meta['topk']['restarts']}"))
 
